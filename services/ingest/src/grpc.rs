@@ -1,0 +1,160 @@
+//! OTLP/gRPC `TraceService/Export` and the native `IngestService`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use userlens_proto::ingest::v1::ingest_service_server::IngestService;
+use userlens_proto::ingest::v1::{
+    AnnotateTraceRequest, AnnotateTraceResponse, BatchAck, BatchOutcome, SpanBatch,
+};
+use userlens_storage::Annotation;
+
+use crate::error::IngestError;
+use crate::pipeline::Ingestor;
+
+/// Batches of one `StreamSpans` call being written at once; past it the server stops
+/// reading the stream (HTTP/2 flow control pushes back on the client).
+const MAX_BATCHES_IN_FLIGHT_PER_STREAM: usize = 64;
+
+#[derive(Clone)]
+pub struct GrpcIngest {
+    pub ingestor: Arc<Ingestor>,
+}
+
+impl GrpcIngest {
+    async fn project_of<T>(&self, request: &Request<T>) -> Result<i64, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.ingestor
+            .authenticate(authorization)
+            .await
+            .map_err(|e| e.to_status())
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for GrpcIngest {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let project_id = self.project_of(&request).await?;
+        let outcome = self
+            .ingestor
+            .export(project_id, &request.get_ref().resource_spans)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: (outcome.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: i64::try_from(outcome.rejected).unwrap_or(i64::MAX),
+                error_message: outcome.first_rejection.unwrap_or_default(),
+            }),
+        }))
+    }
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<BatchAck, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl IngestService for GrpcIngest {
+    type StreamSpansStream = AckStream;
+
+    async fn stream_spans(
+        &self,
+        request: Request<Streaming<SpanBatch>>,
+    ) -> Result<Response<Self::StreamSpansStream>, Status> {
+        let project_id = self.project_of(&request).await?;
+        let mut inbound = request.into_inner();
+        let (acks, ack_stream) = mpsc::channel(MAX_BATCHES_IN_FLIGHT_PER_STREAM);
+        let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT_PER_STREAM));
+        let ingestor = Arc::clone(&self.ingestor);
+        tokio::spawn(async move {
+            loop {
+                let batch = match inbound.message().await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%status, "span stream ended by the client");
+                        break;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                    break;
+                };
+                let ingestor = Arc::clone(&ingestor);
+                let acks = acks.clone();
+                tokio::spawn(async move {
+                    let ack = write_batch(&ingestor, project_id, batch).await;
+                    let _ = acks.send(Ok(ack)).await;
+                    drop(permit);
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(ack_stream))))
+    }
+
+    async fn annotate_trace(
+        &self,
+        request: Request<AnnotateTraceRequest>,
+    ) -> Result<Response<AnnotateTraceResponse>, Status> {
+        let project_id = self.project_of(&request).await?;
+        let request = request.into_inner();
+        let annotations = request
+            .issues
+            .into_iter()
+            .map(|issue| Annotation::Issue {
+                id: issue.id,
+                title: Some(issue.title).filter(|t| !t.is_empty()),
+            })
+            .chain(request.behaviours.into_iter().map(Annotation::Behaviour))
+            .collect();
+        self.ingestor
+            .annotate(project_id, &request.trace_id, annotations)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(AnnotateTraceResponse {}))
+    }
+}
+
+async fn write_batch(ingestor: &Ingestor, project_id: i64, batch: SpanBatch) -> BatchAck {
+    match ingestor.export(project_id, &batch.resource_spans).await {
+        Ok(outcome) => BatchAck {
+            sequence: batch.sequence,
+            outcome: BatchOutcome::Durable as i32,
+            accepted_spans: outcome.accepted,
+            rejected_spans: outcome.rejected,
+            message: outcome.first_rejection.unwrap_or_default(),
+            retry_after_ms: 0,
+        },
+        Err(error) => {
+            let retry_after_ms = error
+                .retry_after()
+                .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
+                .unwrap_or(0);
+            let outcome = match error {
+                IngestError::Overloaded { .. } | IngestError::Unavailable { .. } => {
+                    BatchOutcome::Retry
+                }
+                _ => BatchOutcome::Invalid,
+            };
+            BatchAck {
+                sequence: batch.sequence,
+                outcome: outcome as i32,
+                accepted_spans: 0,
+                rejected_spans: 0,
+                message: error.to_string(),
+                retry_after_ms,
+            }
+        }
+    }
+}

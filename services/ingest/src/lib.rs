@@ -1,0 +1,129 @@
+//! The userlens ingest role: OTLP/gRPC and the native `IngestService` on one listener,
+//! OTLP/HTTP with `/healthz` and `/metrics` on another. Spans are validated and mapped
+//! (SPEC §3), then committed by the group-commit writer before any success is returned.
+
+pub mod auth;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod mapping;
+pub mod metrics;
+pub mod pipeline;
+pub mod writer;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
+use userlens_proto::ingest::v1::ingest_service_server::IngestServiceServer;
+use userlens_storage::DatabaseConnection;
+
+pub use error::IngestError;
+pub use writer::WriterSettings;
+
+use crate::auth::KeyResolver;
+use crate::grpc::GrpcIngest;
+use crate::metrics::IngestMetrics;
+use crate::pipeline::Ingestor;
+use crate::writer::BatchWriter;
+
+/// Default limit of a request body, compressed and decompressed alike.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub max_body_bytes: usize,
+    pub writer: WriterSettings,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            writer: WriterSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
+    #[error("gRPC reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Runs the ingest role on the given listeners until `shutdown` resolves, then finishes
+/// in-flight requests and the write queue before returning.
+pub async fn serve(
+    db: DatabaseConnection,
+    settings: IngestSettings,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let metrics = Arc::new(IngestMetrics::default());
+    let (writer, writer_task) =
+        BatchWriter::spawn(db.clone(), settings.writer.clone(), Arc::clone(&metrics));
+    let ingestor = Arc::new(Ingestor {
+        db: db.clone(),
+        keys: KeyResolver::new(db),
+        writer,
+        metrics,
+    });
+    let shutdown = shutdown.boxed().shared();
+
+    let grpc_service = GrpcIngest {
+        ingestor: Arc::clone(&ingestor),
+    };
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<TraceServiceServer<GrpcIngest>>()
+        .await;
+    health_reporter
+        .set_serving::<IngestServiceServer<GrpcIngest>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(userlens_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let max_body_bytes = settings.max_body_bytes;
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            TraceServiceServer::new(grpc_service.clone())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max_body_bytes),
+        )
+        .add_service(
+            IngestServiceServer::new(grpc_service)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max_body_bytes),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown.clone());
+
+    let http = axum::serve(
+        http_listener,
+        http::router(Arc::clone(&ingestor), max_body_bytes),
+    )
+    .with_graceful_shutdown(shutdown);
+
+    let (grpc_result, http_result) = tokio::join!(grpc, http);
+    drop(ingestor);
+    // Every handle of the writer is gone once the servers have stopped: the task finishes
+    // the queued batches and ends.
+    if let Err(error) = writer_task.await {
+        tracing::error!(%error, "writer task failed");
+    }
+    grpc_result?;
+    http_result?;
+    Ok(())
+}

@@ -1,0 +1,560 @@
+//! OTLP spans → `SpanRecord`s: validation and the attribute mapping of SPEC §3.1.
+//!
+//! For each fact the first alias present among the span's attributes wins; only when none
+//! is present are the resource's attributes searched the same way. Empty strings (and
+//! values with no content) count as absent. A present value of a type we cannot read for
+//! that fact rejects the span.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use userlens_storage::{SpanFacts, SpanRecord, StoredSpan};
+
+/// Longest string we keep for a fact (ids, names, titles); longer values reject the span.
+pub const MAX_FACT_BYTES: usize = 4096;
+
+/// Largest cost we accept for one span, in USD: keeps nano-USD sums far from `i64::MAX`.
+const MAX_SPAN_COST_USD: f64 = 1.0e6;
+
+/// Largest token count we accept for one span.
+const MAX_SPAN_TOKENS: f64 = 1.0e12;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Fact {
+    UserId,
+    UserEmail,
+    SessionId,
+    Provider,
+    Model,
+    InputTokens,
+    OutputTokens,
+    CachedInputTokens,
+    TotalCost,
+    InputCost,
+    OutputCost,
+    Tool,
+    Operation,
+    IssueId,
+    IssueTitle,
+    Behaviour,
+}
+
+const FACT_COUNT: usize = 16;
+
+/// Every attribute key we read, in alias order per fact.
+const ALIASES: &[(Fact, &[&str])] = &[
+    (
+        Fact::UserId,
+        &[
+            "user.id",
+            "enduser.id",
+            "langfuse.user.id",
+            "gen_ai.user.id",
+            "traceloop.association.properties.user_id",
+            "lmnr.association.properties.user_id",
+            "langsmith.metadata.user_id",
+            "ai.telemetry.metadata.userId",
+        ],
+    ),
+    (
+        Fact::UserEmail,
+        &["user.email", "enduser.email", "langfuse.user.email"],
+    ),
+    (
+        Fact::SessionId,
+        &[
+            "session.id",
+            "gen_ai.session.id",
+            "langfuse.session.id",
+            "traceloop.association.properties.session_id",
+            "lmnr.association.properties.session_id",
+            "langsmith.trace.session_id",
+            "ai.telemetry.metadata.sessionId",
+            "gen_ai.conversation.id",
+        ],
+    ),
+    (
+        Fact::Provider,
+        &[
+            "gen_ai.provider.name",
+            "gen_ai.system",
+            "llm.provider",
+            "llm.system",
+            "ai.model.provider",
+        ],
+    ),
+    (
+        Fact::Model,
+        &[
+            "gen_ai.response.model",
+            "gen_ai.request.model",
+            "llm.model_name",
+            "embedding.model_name",
+            "ai.model.id",
+        ],
+    ),
+    (
+        Fact::InputTokens,
+        &[
+            "gen_ai.usage.input_tokens",
+            "gen_ai.usage.prompt_tokens",
+            "llm.token_count.prompt",
+            "ai.usage.inputTokens",
+            "ai.usage.promptTokens",
+        ],
+    ),
+    (
+        Fact::OutputTokens,
+        &[
+            "gen_ai.usage.output_tokens",
+            "gen_ai.usage.completion_tokens",
+            "llm.token_count.completion",
+            "ai.usage.outputTokens",
+            "ai.usage.completionTokens",
+        ],
+    ),
+    (
+        Fact::CachedInputTokens,
+        &[
+            "gen_ai.usage.cache_read.input_tokens",
+            "gen_ai.usage.cache_read_input_tokens",
+            "llm.token_count.prompt_details.cache_read",
+        ],
+    ),
+    (
+        Fact::TotalCost,
+        &[
+            "gen_ai.usage.total_cost",
+            "gen_ai.usage.cost",
+            "llm.cost.total",
+        ],
+    ),
+    (
+        Fact::InputCost,
+        &["gen_ai.usage.input_cost", "llm.cost.prompt"],
+    ),
+    (
+        Fact::OutputCost,
+        &["gen_ai.usage.output_cost", "llm.cost.completion"],
+    ),
+    (
+        Fact::Tool,
+        &["gen_ai.tool.name", "ai.toolCall.name", "tool.name"],
+    ),
+    (Fact::Operation, &["gen_ai.operation.name"]),
+    (Fact::IssueId, &["userlens.issue.id"]),
+    (Fact::IssueTitle, &["userlens.issue.title"]),
+    (Fact::Behaviour, &["userlens.behaviour"]),
+];
+
+/// `gen_ai.operation.name` values that make a span an LLM call.
+const LLM_OPERATIONS: &[&str] = &[
+    "chat",
+    "text_completion",
+    "generate_content",
+    "embeddings",
+    "reranker",
+];
+
+/// Attribute key → (fact, rank among its aliases).
+static ALIAS_INDEX: LazyLock<HashMap<&'static str, (Fact, usize)>> = LazyLock::new(|| {
+    ALIASES
+        .iter()
+        .flat_map(|(fact, keys)| {
+            keys.iter()
+                .enumerate()
+                .map(move |(rank, key)| (*key, (*fact, rank)))
+        })
+        .collect()
+});
+
+fn fact_slot(fact: Fact) -> usize {
+    fact as usize
+}
+
+/// Why a span was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpanRejection {
+    #[error("trace_id must be 16 bytes, got {0}")]
+    TraceIdLength(usize),
+    #[error("trace_id must not be all zeros")]
+    TraceIdZero,
+    #[error("span_id must be 8 bytes, got {0}")]
+    SpanIdLength(usize),
+    #[error("span_id must not be all zeros")]
+    SpanIdZero,
+    #[error("parent_span_id must be empty or 8 bytes, got {0}")]
+    ParentSpanIdLength(usize),
+    #[error("{0} is beyond the year 2262")]
+    TimestampOutOfRange(&'static str),
+    #[error("end_time_unix_nano is before start_time_unix_nano")]
+    EndBeforeStart,
+    #[error("attribute {key} has the wrong type: expected {expected}")]
+    WrongType { key: String, expected: &'static str },
+    #[error("attribute {key} must be a finite, non-negative number")]
+    BadNumber { key: String },
+    #[error("attribute {key} is longer than {MAX_FACT_BYTES} bytes")]
+    TooLong { key: String },
+    #[error("attribute {key} contains a NUL character")]
+    NulCharacter { key: String },
+}
+
+/// The outcome of converting one request's spans.
+#[derive(Debug, Default)]
+pub struct ConvertedSpans {
+    pub accepted: Vec<SpanRecord>,
+    pub rejected: u64,
+    /// The first rejection, for the OTLP `partial_success.error_message`.
+    pub first_rejection: Option<String>,
+}
+
+/// Converts every span of an OTLP request, rejecting bad spans one by one.
+pub fn convert_resource_spans(resource_spans: &[ResourceSpans]) -> ConvertedSpans {
+    let mut out = ConvertedSpans::default();
+    for resource_span in resource_spans {
+        let resource_attributes: &[KeyValue] = resource_span
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default();
+        let resource_found = find_aliases(resource_attributes);
+        let resource_json = attributes_json(resource_attributes);
+        for scope_span in &resource_span.scope_spans {
+            for span in &scope_span.spans {
+                match convert_span(span, resource_attributes, &resource_found, &resource_json) {
+                    Ok(record) => out.accepted.push(record),
+                    Err(rejection) => {
+                        out.rejected += 1;
+                        if out.first_rejection.is_none() {
+                            out.first_rejection = Some(format!(
+                                "span {} of trace {}: {rejection}",
+                                hex::encode(&span.span_id),
+                                hex::encode(&span.trace_id)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Index of the best-ranked alias found per fact: (rank, attribute index).
+type FoundAliases = [Option<(usize, usize)>; FACT_COUNT];
+
+fn find_aliases(attributes: &[KeyValue]) -> FoundAliases {
+    let mut found: FoundAliases = [None; FACT_COUNT];
+    for (index, attribute) in attributes.iter().enumerate() {
+        let Some(&(fact, rank)) = ALIAS_INDEX.get(attribute.key.as_str()) else {
+            continue;
+        };
+        if is_absent(attribute.value.as_ref()) {
+            continue;
+        }
+        let slot = &mut found[fact_slot(fact)];
+        // Duplicate keys: the first occurrence of the best-ranked alias wins.
+        if slot.is_none_or(|(best, _)| rank < best) {
+            *slot = Some((rank, index));
+        }
+    }
+    found
+}
+
+fn is_absent(value: Option<&AnyValue>) -> bool {
+    match value.and_then(|v| v.value.as_ref()) {
+        None => true,
+        Some(Value::StringValue(s)) => s.is_empty(),
+        Some(_) => false,
+    }
+}
+
+fn convert_span(
+    span: &Span,
+    resource_attributes: &[KeyValue],
+    resource_found: &FoundAliases,
+    resource_json: &str,
+) -> Result<SpanRecord, SpanRejection> {
+    let trace_id: [u8; 16] = span
+        .trace_id
+        .as_slice()
+        .try_into()
+        .map_err(|_| SpanRejection::TraceIdLength(span.trace_id.len()))?;
+    if trace_id == [0; 16] {
+        return Err(SpanRejection::TraceIdZero);
+    }
+    let span_id: [u8; 8] = span
+        .span_id
+        .as_slice()
+        .try_into()
+        .map_err(|_| SpanRejection::SpanIdLength(span.span_id.len()))?;
+    if span_id == [0; 8] {
+        return Err(SpanRejection::SpanIdZero);
+    }
+    let parent_span_id = match span.parent_span_id.len() {
+        0 => None,
+        8 => {
+            let mut parent = [0u8; 8];
+            parent.copy_from_slice(&span.parent_span_id);
+            (parent != [0; 8]).then_some(parent)
+        }
+        n => return Err(SpanRejection::ParentSpanIdLength(n)),
+    };
+    let start_ns = i64::try_from(span.start_time_unix_nano)
+        .map_err(|_| SpanRejection::TimestampOutOfRange("start_time_unix_nano"))?;
+    let end_ns = i64::try_from(span.end_time_unix_nano)
+        .map_err(|_| SpanRejection::TimestampOutOfRange("end_time_unix_nano"))?;
+    if end_ns < start_ns {
+        return Err(SpanRejection::EndBeforeStart);
+    }
+
+    let span_found = find_aliases(&span.attributes);
+    let reader = FactReader {
+        span_attributes: &span.attributes,
+        span_found: &span_found,
+        resource_attributes,
+        resource_found,
+    };
+    let facts = reader.facts()?;
+    let status = span.status.as_ref();
+    Ok(SpanRecord {
+        trace_id,
+        name: without_nul(&span.name),
+        kind: span.kind,
+        status_message: status
+            .map(|s| without_nul(&s.message))
+            .filter(|m| !m.is_empty()),
+        stored: StoredSpan {
+            span_id,
+            parent_span_id,
+            start_ns,
+            end_ns,
+            status_code: status.map(|s| s.code).unwrap_or(0),
+            facts,
+        },
+        attributes_json: attributes_json(&span.attributes),
+        resource_attributes_json: resource_json.to_owned(),
+    })
+}
+
+struct FactReader<'a> {
+    span_attributes: &'a [KeyValue],
+    span_found: &'a FoundAliases,
+    resource_attributes: &'a [KeyValue],
+    resource_found: &'a FoundAliases,
+}
+
+impl<'a> FactReader<'a> {
+    /// The winning attribute for a fact: span first, then resource.
+    fn lookup(&self, fact: Fact) -> Option<(&'a str, &'a Value)> {
+        let slot = fact_slot(fact);
+        let attribute = match (self.span_found[slot], self.resource_found[slot]) {
+            (Some((_, index)), _) => &self.span_attributes[index],
+            (None, Some((_, index))) => &self.resource_attributes[index],
+            (None, None) => return None,
+        };
+        let value = attribute.value.as_ref()?.value.as_ref()?;
+        Some((attribute.key.as_str(), value))
+    }
+
+    fn string(&self, fact: Fact) -> Result<Option<String>, SpanRejection> {
+        let Some((key, value)) = self.lookup(fact) else {
+            return Ok(None);
+        };
+        match value {
+            Value::StringValue(s) => checked_fact_string(key, s).map(Some),
+            _ => Err(SpanRejection::WrongType {
+                key: key.to_owned(),
+                expected: "string",
+            }),
+        }
+    }
+
+    /// Ids may arrive as strings or integers (read as their decimal string).
+    fn id(&self, fact: Fact) -> Result<Option<String>, SpanRejection> {
+        let Some((key, value)) = self.lookup(fact) else {
+            return Ok(None);
+        };
+        match value {
+            Value::StringValue(s) => checked_fact_string(key, s).map(Some),
+            Value::IntValue(i) => Ok(Some(i.to_string())),
+            _ => Err(SpanRejection::WrongType {
+                key: key.to_owned(),
+                expected: "string or int",
+            }),
+        }
+    }
+
+    fn number(&self, fact: Fact) -> Result<Option<(&'a str, f64)>, SpanRejection> {
+        let Some((key, value)) = self.lookup(fact) else {
+            return Ok(None);
+        };
+        let number = match value {
+            Value::IntValue(i) => *i as f64,
+            Value::DoubleValue(d) => *d,
+            Value::StringValue(s) => {
+                s.trim()
+                    .parse::<f64>()
+                    .map_err(|_| SpanRejection::WrongType {
+                        key: key.to_owned(),
+                        expected: "number or numeric string",
+                    })?
+            }
+            _ => {
+                return Err(SpanRejection::WrongType {
+                    key: key.to_owned(),
+                    expected: "number or numeric string",
+                });
+            }
+        };
+        if !number.is_finite() || number < 0.0 {
+            return Err(SpanRejection::BadNumber {
+                key: key.to_owned(),
+            });
+        }
+        Ok(Some((key, number)))
+    }
+
+    fn tokens(&self, fact: Fact) -> Result<Option<i64>, SpanRejection> {
+        match self.number(fact)? {
+            None => Ok(None),
+            Some((key, n)) if n > MAX_SPAN_TOKENS => Err(SpanRejection::BadNumber {
+                key: key.to_owned(),
+            }),
+            Some((_, n)) => Ok(Some(n.round() as i64)),
+        }
+    }
+
+    fn cost_nano(&self, fact: Fact) -> Result<Option<i64>, SpanRejection> {
+        match self.number(fact)? {
+            None => Ok(None),
+            Some((key, usd)) if usd > MAX_SPAN_COST_USD => Err(SpanRejection::BadNumber {
+                key: key.to_owned(),
+            }),
+            Some((_, usd)) => Ok(Some((usd * 1e9).round() as i64)),
+        }
+    }
+
+    fn behaviours(&self) -> Result<Vec<String>, SpanRejection> {
+        let Some((key, value)) = self.lookup(Fact::Behaviour) else {
+            return Ok(Vec::new());
+        };
+        let wrong_type = || SpanRejection::WrongType {
+            key: key.to_owned(),
+            expected: "string or array of strings",
+        };
+        match value {
+            Value::StringValue(s) => Ok(vec![checked_fact_string(key, s)?]),
+            Value::ArrayValue(array) => {
+                let mut names = Vec::with_capacity(array.values.len());
+                for item in &array.values {
+                    match item.value.as_ref() {
+                        Some(Value::StringValue(s)) if s.is_empty() => {}
+                        Some(Value::StringValue(s)) => names.push(checked_fact_string(key, s)?),
+                        None => {}
+                        Some(_) => return Err(wrong_type()),
+                    }
+                }
+                names.sort();
+                names.dedup();
+                Ok(names)
+            }
+            _ => Err(wrong_type()),
+        }
+    }
+
+    fn facts(&self) -> Result<SpanFacts, SpanRejection> {
+        let model = self.string(Fact::Model)?;
+        let operation = self.string(Fact::Operation)?;
+        let is_llm_call = model.is_some()
+            || operation
+                .as_deref()
+                .is_some_and(|op| LLM_OPERATIONS.contains(&op));
+        let cost_nano = match self.cost_nano(Fact::TotalCost)? {
+            Some(total) => Some(total),
+            None => match (
+                self.cost_nano(Fact::InputCost)?,
+                self.cost_nano(Fact::OutputCost)?,
+            ) {
+                (None, None) => None,
+                (input, output) => Some(input.unwrap_or(0) + output.unwrap_or(0)),
+            },
+        };
+        Ok(SpanFacts {
+            user_id: self.id(Fact::UserId)?,
+            user_email: self.string(Fact::UserEmail)?,
+            session_id: self.id(Fact::SessionId)?,
+            provider: self.string(Fact::Provider)?,
+            model,
+            is_llm_call,
+            input_tokens: self.tokens(Fact::InputTokens)?,
+            output_tokens: self.tokens(Fact::OutputTokens)?,
+            cached_input_tokens: self.tokens(Fact::CachedInputTokens)?,
+            cost_nano,
+            tool_name: self.string(Fact::Tool)?,
+            issue_id: self.id(Fact::IssueId)?,
+            issue_title: self.string(Fact::IssueTitle)?,
+            behaviours: self.behaviours()?,
+        })
+    }
+}
+
+fn checked_fact_string(key: &str, value: &str) -> Result<String, SpanRejection> {
+    if value.len() > MAX_FACT_BYTES {
+        return Err(SpanRejection::TooLong {
+            key: key.to_owned(),
+        });
+    }
+    if value.contains('\0') {
+        return Err(SpanRejection::NulCharacter {
+            key: key.to_owned(),
+        });
+    }
+    Ok(value.to_owned())
+}
+
+/// PostgreSQL text cannot hold NUL; names and messages are kept with it replaced.
+fn without_nul(value: &str) -> String {
+    value.replace('\0', "\u{FFFD}")
+}
+
+/// The attributes as a JSON object, for the raw span row.
+pub fn attributes_json(attributes: &[KeyValue]) -> String {
+    let mut object = serde_json::Map::with_capacity(attributes.len());
+    for attribute in attributes {
+        object
+            .entry(without_nul(&attribute.key))
+            .or_insert_with(|| any_value_json(attribute.value.as_ref()));
+    }
+    serde_json::Value::Object(object).to_string()
+}
+
+fn any_value_json(value: Option<&AnyValue>) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match value.and_then(|v| v.value.as_ref()) {
+        None => Json::Null,
+        Some(Value::StringValue(s)) => Json::String(s.clone()),
+        Some(Value::BoolValue(b)) => Json::Bool(*b),
+        Some(Value::IntValue(i)) => Json::from(*i),
+        Some(Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
+            .map(Json::Number)
+            .unwrap_or_else(|| Json::String(d.to_string())),
+        Some(Value::BytesValue(b)) => Json::String(hex::encode(b)),
+        // A string-table index only means something inside an OTLP profile.
+        Some(Value::StringValueStrindex(index)) => Json::from(*index),
+        Some(Value::ArrayValue(a)) => {
+            Json::Array(a.values.iter().map(|v| any_value_json(Some(v))).collect())
+        }
+        Some(Value::KvlistValue(kv)) => {
+            let mut object = serde_json::Map::with_capacity(kv.values.len());
+            for entry in &kv.values {
+                object
+                    .entry(entry.key.clone())
+                    .or_insert_with(|| any_value_json(entry.value.as_ref()));
+            }
+            Json::Object(object)
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The userlens storage model, shared by ingest and users-query.
+//!
+//! Raw spans are kept as received (latest copy of each span wins); every write re-derives
+//! the traces it touches into one row per trace (`traces`), and advances the project's data
+//! generation in the same transaction. `docs/storage.md` describes the tables.
+
+pub mod db;
+pub mod derive;
+pub mod details;
+pub mod entities;
+pub mod error;
+pub mod keys;
+pub mod read;
+pub mod span;
+pub mod write;
+
+pub use db::{DatabaseSettings, connect, migrate};
+pub use error::StorageError;
+pub use sea_orm::DatabaseConnection;
+pub use span::{Annotation, SpanFacts, SpanRecord, StoredSpan};
+pub use userlens_query_engine::TraceRow;
+pub use write::{WriteSummary, annotate_trace, write_spans};

@@ -1,0 +1,4 @@
+//! Integration tests of userlens: real servers on ephemeral ports, real databases.
+
+mod derivation;
+mod ingest_e2e;

@@ -1,0 +1,121 @@
+//! The real `userlens` binary as a child process on ephemeral ports.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Path of the `userlens` binary next to the test executable, built when missing.
+pub fn userlens_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/userlens
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps");
+    let binary = profile_dir.join(format!("userlens{}", std::env::consts::EXE_SUFFIX));
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "-p", "userlens", "--bin", "userlens"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build
+            .status()
+            .expect("run cargo build for the userlens binary");
+        assert!(status.success(), "building the userlens binary failed");
+    }
+    binary
+}
+
+/// A running `userlens` process; killed when dropped.
+pub struct UserlensProcess {
+    child: Child,
+    /// Listener name (`otlp-grpc`, `otlp-http`, …) → bound address.
+    pub addrs: HashMap<String, SocketAddr>,
+}
+
+impl UserlensProcess {
+    /// Starts `userlens <args>` with `env` and waits until every listener in `listeners` is bound.
+    pub async fn start(args: &[&str], env: &[(&str, &str)], listeners: &[&str]) -> Self {
+        let mut command = Command::new(userlens_binary());
+        command
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start userlens");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut addrs = HashMap::new();
+        let wait = async {
+            while addrs.len() < listeners.len() {
+                let Some(line) = lines.next_line().await.expect("read userlens stderr") else {
+                    panic!("userlens exited before listening");
+                };
+                eprintln!("userlens: {line}");
+                if let Some((name, addr)) = parse_listening(&line) {
+                    addrs.insert(name, addr);
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .expect("userlens did not start listening within 60 s");
+        // Keep draining the log so the child never blocks on a full pipe.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("userlens: {line}");
+            }
+        });
+        Self { child, addrs }
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        *self
+            .addrs
+            .get(listener)
+            .unwrap_or_else(|| panic!("no listener {listener}"))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("userlens did not stop within 30 s after SIGTERM")
+            .expect("wait for userlens");
+        assert!(status.success(), "userlens exited with {status}");
+    }
+}
+
+/// Reads `listener=NAME addr=ADDR` out of a `listening` log line.
+fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix(key))
+            .map(|v| v.trim_matches('"').to_owned())
+    };
+    let name = field("listener=")?;
+    let addr = field("addr=")?.parse().ok()?;
+    Some((name, addr))
+}
