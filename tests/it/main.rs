@@ -2,3 +2,4 @@
 
 mod derivation;
 mod ingest_e2e;
+mod ingest_errors;

@@ -18,6 +18,7 @@ use userlens_proto::ingest::v1::{
 use userlens_storage::Annotation;
 
 use crate::error::IngestError;
+use crate::grpc_status::client_error_code;
 use crate::pipeline::Ingestor;
 
 /// Batches of one `StreamSpans` call being written at once; past it the server stops
@@ -84,7 +85,12 @@ impl IngestService for GrpcIngest {
                     Ok(Some(batch)) => batch,
                     Ok(None) => break,
                     Err(status) => {
-                        tracing::debug!(%status, "span stream ended by the client");
+                        // A batch that does not decode or is over the size limit ends the
+                        // stream with the code the unary calls use; acks already sent stand.
+                        tracing::debug!(%status, "span stream ended");
+                        if let Some(code) = client_error_code(status.code()) {
+                            let _ = acks.send(Err(Status::new(code, status.message()))).await;
+                        }
                         break;
                     }
                 };

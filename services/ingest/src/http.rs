@@ -153,25 +153,42 @@ fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, In
 }
 
 fn success_response(outcome: ExportOutcome, encoding: Encoding) -> Response {
-    let response = ExportTraceServiceResponse {
-        partial_success: (outcome.rejected > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: i64::try_from(outcome.rejected).unwrap_or(i64::MAX),
-            error_message: outcome.first_rejection.unwrap_or_default(),
-        }),
-    };
+    let rejected = i64::try_from(outcome.rejected).unwrap_or(i64::MAX);
+    let error_message = outcome.first_rejection.unwrap_or_default();
     match encoding {
-        Encoding::Protobuf => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/x-protobuf")],
-            response.encode_to_vec(),
-        )
-            .into_response(),
-        Encoding::Json => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec()),
-        )
-            .into_response(),
+        Encoding::Protobuf => {
+            let response = ExportTraceServiceResponse {
+                partial_success: (rejected > 0).then_some(ExportTracePartialSuccess {
+                    rejected_spans: rejected,
+                    error_message,
+                }),
+            };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/x-protobuf")],
+                response.encode_to_vec(),
+            )
+                .into_response()
+        }
+        Encoding::Json => {
+            // OTLP JSON writes int64 as a decimal string.
+            let body = if rejected > 0 {
+                serde_json::json!({
+                    "partialSuccess": {
+                        "rejectedSpans": rejected.to_string(),
+                        "errorMessage": error_message,
+                    }
+                })
+            } else {
+                serde_json::json!({})
+            };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response()
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod grpc;
+mod grpc_status;
 pub mod http;
 pub mod mapping;
 pub mod metrics;
@@ -27,6 +28,7 @@ pub use writer::WriterSettings;
 
 use crate::auth::KeyResolver;
 use crate::grpc::GrpcIngest;
+use crate::grpc_status::ClientErrorCodes;
 use crate::metrics::IngestMetrics;
 use crate::pipeline::Ingestor;
 use crate::writer::BatchWriter;
@@ -96,18 +98,18 @@ pub async fn serve(
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
+        .add_service(ClientErrorCodes::new(
             TraceServiceServer::new(grpc_service.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max_body_bytes),
-        )
-        .add_service(
+        ))
+        .add_service(ClientErrorCodes::new(
             IngestServiceServer::new(grpc_service)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max_body_bytes),
-        )
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown.clone());
 
     let http = axum::serve(

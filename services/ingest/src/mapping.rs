@@ -558,3 +558,311 @@ fn any_value_json(value: Option<&AnyValue>) -> serde_json::Value {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::ArrayValue;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+
+    use super::*;
+
+    fn value(v: Value) -> AnyValue {
+        AnyValue { value: Some(v) }
+    }
+    fn s(v: &str) -> AnyValue {
+        value(Value::StringValue(v.into()))
+    }
+    fn kv(key: &str, v: AnyValue) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(v),
+            ..Default::default()
+        }
+    }
+
+    fn span_with(attributes: Vec<KeyValue>) -> Span {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            start_time_unix_nano: 10,
+            end_time_unix_nano: 20,
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    fn convert(span: Span, resource: Vec<KeyValue>) -> ConvertedSpans {
+        convert_resource_spans(&[ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }])
+    }
+
+    fn facts(attributes: Vec<KeyValue>) -> SpanFacts {
+        let converted = convert(span_with(attributes), vec![]);
+        assert_eq!(converted.rejected, 0, "{:?}", converted.first_rejection);
+        converted.accepted[0].stored.facts.clone()
+    }
+
+    fn rejection(attributes: Vec<KeyValue>) -> String {
+        let converted = convert(span_with(attributes), vec![]);
+        assert_eq!(converted.rejected, 1);
+        converted.first_rejection.unwrap_or_default()
+    }
+
+    fn string_fact(fact: Fact, f: &SpanFacts) -> Option<String> {
+        match fact {
+            Fact::UserId => f.user_id.clone(),
+            Fact::UserEmail => f.user_email.clone(),
+            Fact::SessionId => f.session_id.clone(),
+            Fact::Provider => f.provider.clone(),
+            Fact::Model => f.model.clone(),
+            Fact::Tool => f.tool_name.clone(),
+            Fact::IssueId => f.issue_id.clone(),
+            Fact::IssueTitle => f.issue_title.clone(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_string_alias_is_read_and_earlier_aliases_win() {
+        let string_facts = [
+            Fact::UserId,
+            Fact::UserEmail,
+            Fact::SessionId,
+            Fact::Provider,
+            Fact::Model,
+            Fact::Tool,
+        ];
+        for (fact, keys) in ALIASES.iter().filter(|(f, _)| string_facts.contains(f)) {
+            for (rank, key) in keys.iter().enumerate() {
+                let read = facts(vec![kv(key, s("v"))]);
+                assert_eq!(string_fact(*fact, &read).as_deref(), Some("v"), "{key}");
+                // Every later alias loses to this one, whatever the attribute order.
+                let mut attributes: Vec<KeyValue> =
+                    keys[rank + 1..].iter().map(|k| kv(k, s("later"))).collect();
+                attributes.push(kv(key, s("first")));
+                let read = facts(attributes);
+                assert_eq!(string_fact(*fact, &read).as_deref(), Some("first"), "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_token_alias_is_read_as_int_double_or_string() {
+        for (fact, keys) in ALIASES.iter().filter(|(f, _)| {
+            matches!(
+                f,
+                Fact::InputTokens | Fact::OutputTokens | Fact::CachedInputTokens
+            )
+        }) {
+            for key in keys.iter() {
+                for v in [
+                    value(Value::IntValue(42)),
+                    value(Value::DoubleValue(42.0)),
+                    s("42"),
+                ] {
+                    let read = facts(vec![kv(key, v)]);
+                    let got = match fact {
+                        Fact::InputTokens => read.input_tokens,
+                        Fact::OutputTokens => read.output_tokens,
+                        _ => read.cached_input_tokens,
+                    };
+                    assert_eq!(got, Some(42), "{key}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_cost_alias_is_read_in_nano_usd() {
+        for key in [
+            "gen_ai.usage.total_cost",
+            "gen_ai.usage.cost",
+            "llm.cost.total",
+        ] {
+            for v in [value(Value::DoubleValue(0.000_000_123)), s("0.000000123")] {
+                assert_eq!(facts(vec![kv(key, v)]).cost_nano, Some(123), "{key}");
+            }
+            assert_eq!(
+                facts(vec![kv(key, value(Value::IntValue(2)))]).cost_nano,
+                Some(2_000_000_000)
+            );
+        }
+        for input in ["gen_ai.usage.input_cost", "llm.cost.prompt"] {
+            for output in ["gen_ai.usage.output_cost", "llm.cost.completion"] {
+                let read = facts(vec![
+                    kv(input, value(Value::DoubleValue(0.25))),
+                    kv(output, s("0.5")),
+                ]);
+                assert_eq!(read.cost_nano, Some(750_000_000), "{input} + {output}");
+            }
+            assert_eq!(
+                facts(vec![kv(input, value(Value::DoubleValue(0.25)))]).cost_nano,
+                Some(250_000_000)
+            );
+        }
+        // A total wins over its parts.
+        let read = facts(vec![
+            kv("gen_ai.usage.input_cost", value(Value::DoubleValue(1.0))),
+            kv("llm.cost.total", value(Value::DoubleValue(0.5))),
+        ]);
+        assert_eq!(read.cost_nano, Some(500_000_000));
+    }
+
+    #[test]
+    fn ids_given_as_int_are_their_decimal_string() {
+        let read = facts(vec![
+            kv("user.id", value(Value::IntValue(1234))),
+            kv("session.id", value(Value::IntValue(-7))),
+        ]);
+        assert_eq!(read.user_id.as_deref(), Some("1234"));
+        assert_eq!(read.session_id.as_deref(), Some("-7"));
+    }
+
+    #[test]
+    fn empty_strings_count_as_absent() {
+        let read = facts(vec![kv("user.id", s("")), kv("enduser.id", s("u2"))]);
+        assert_eq!(read.user_id.as_deref(), Some("u2"));
+        let read = facts(vec![kv("user.id", s(""))]);
+        assert_eq!(read.user_id, None);
+    }
+
+    #[test]
+    fn span_attributes_win_over_resource_attributes_per_fact() {
+        let converted = convert(
+            span_with(vec![kv("enduser.id", s("from-span"))]),
+            vec![
+                kv("user.id", s("from-resource")),
+                kv("session.id", s("resource-session")),
+            ],
+        );
+        let f = &converted.accepted[0].stored.facts;
+        // A later alias on the span beats the first alias on the resource.
+        assert_eq!(f.user_id.as_deref(), Some("from-span"));
+        // A fact absent from the span is read from the resource.
+        assert_eq!(f.session_id.as_deref(), Some("resource-session"));
+    }
+
+    #[test]
+    fn llm_calls_are_spans_with_a_model_or_an_llm_operation() {
+        assert!(facts(vec![kv("llm.model_name", s("m"))]).is_llm_call);
+        for op in LLM_OPERATIONS {
+            assert!(facts(vec![kv("gen_ai.operation.name", s(op))]).is_llm_call);
+        }
+        assert!(!facts(vec![kv("gen_ai.operation.name", s("execute_tool"))]).is_llm_call);
+        assert!(!facts(vec![kv("gen_ai.system", s("openai"))]).is_llm_call);
+    }
+
+    #[test]
+    fn issues_and_behaviours_are_read() {
+        let read = facts(vec![
+            kv("userlens.issue.id", s("iss-1")),
+            kv("userlens.issue.title", s("Hallucinated refund policy")),
+            kv(
+                "userlens.behaviour",
+                value(Value::ArrayValue(ArrayValue {
+                    values: vec![s("rephrased"), s("angry"), s("rephrased")],
+                })),
+            ),
+        ]);
+        assert_eq!(read.issue_id.as_deref(), Some("iss-1"));
+        assert_eq!(
+            read.issue_title.as_deref(),
+            Some("Hallucinated refund policy")
+        );
+        assert_eq!(read.behaviours, vec!["angry", "rephrased"]);
+        assert_eq!(
+            facts(vec![kv("userlens.behaviour", s("angry"))]).behaviours,
+            vec!["angry"]
+        );
+    }
+
+    #[test]
+    fn bad_spans_are_rejected_with_a_reason() {
+        assert!(rejection(vec![kv("user.id", value(Value::BoolValue(true)))]).contains("user.id"));
+        assert!(
+            rejection(vec![kv("gen_ai.request.model", value(Value::IntValue(4)))])
+                .contains("wrong type")
+        );
+        assert!(
+            rejection(vec![kv(
+                "gen_ai.usage.cost",
+                value(Value::DoubleValue(f64::NAN))
+            )])
+            .contains("finite")
+        );
+        assert!(
+            rejection(vec![kv(
+                "gen_ai.usage.cost",
+                value(Value::DoubleValue(f64::INFINITY))
+            )])
+            .contains("finite")
+        );
+        assert!(
+            rejection(vec![kv(
+                "gen_ai.usage.cost",
+                value(Value::DoubleValue(-0.5))
+            )])
+            .contains("non-negative")
+        );
+        assert!(rejection(vec![kv("gen_ai.usage.input_tokens", s("many"))]).contains("numeric"));
+        assert!(
+            rejection(vec![kv("user.id", s(&"x".repeat(MAX_FACT_BYTES + 1)))]).contains("longer")
+        );
+        assert!(rejection(vec![kv("user.id", s("a\0b"))]).contains("NUL"));
+
+        let mut bad = span_with(vec![]);
+        bad.trace_id = vec![1; 15];
+        assert!(
+            convert(bad, vec![])
+                .first_rejection
+                .unwrap_or_default()
+                .contains("trace_id")
+        );
+        let mut bad = span_with(vec![]);
+        bad.span_id = vec![1; 7];
+        assert!(
+            convert(bad, vec![])
+                .first_rejection
+                .unwrap_or_default()
+                .contains("span_id")
+        );
+        let mut bad = span_with(vec![]);
+        bad.end_time_unix_nano = 5;
+        assert!(
+            convert(bad, vec![])
+                .first_rejection
+                .unwrap_or_default()
+                .contains("before")
+        );
+        let mut bad = span_with(vec![]);
+        bad.start_time_unix_nano = u64::MAX;
+        bad.end_time_unix_nano = u64::MAX;
+        assert!(
+            convert(bad, vec![])
+                .first_rejection
+                .unwrap_or_default()
+                .contains("2262")
+        );
+    }
+
+    #[test]
+    fn unread_attributes_of_any_type_are_kept_and_ignored() {
+        let read = facts(vec![kv("custom", value(Value::BoolValue(true)))]);
+        assert_eq!(read, SpanFacts::default());
+        let converted = convert(
+            span_with(vec![kv("custom", value(Value::DoubleValue(f64::NAN)))]),
+            vec![],
+        );
+        assert_eq!(converted.accepted[0].attributes_json, r#"{"custom":"NaN"}"#);
+    }
+}
