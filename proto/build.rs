@@ -9,6 +9,7 @@ use prost::Message;
 
 const PROTOS: &[&str] = &[
     "userlens/ingest/v1/ingest.proto",
+    "userlens/query/v1/query.proto",
     "opentelemetry/proto/collector/trace/v1/trace_service.proto",
 ];
 

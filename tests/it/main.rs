@@ -3,3 +3,4 @@
 mod derivation;
 mod ingest_e2e;
 mod ingest_errors;
+mod query_service;

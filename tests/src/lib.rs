@@ -6,6 +6,7 @@
 
 pub mod otlp;
 pub mod process;
+pub mod stack;
 
 use std::path::PathBuf;
 use std::sync::Once;

@@ -2,7 +2,6 @@
 //! OTLP/HTTP with `/healthz` and `/metrics` on another. Spans are validated and mapped
 //! (SPEC §3), then committed by the group-commit writer before any success is returned.
 
-pub mod auth;
 pub mod error;
 pub mod grpc;
 mod grpc_status;
@@ -21,12 +20,11 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
 use userlens_proto::ingest::v1::ingest_service_server::IngestServiceServer;
-use userlens_storage::DatabaseConnection;
+use userlens_storage::{DatabaseConnection, KeyResolver};
 
 pub use error::IngestError;
 pub use writer::WriterSettings;
 
-use crate::auth::KeyResolver;
 use crate::grpc::GrpcIngest;
 use crate::grpc_status::ClientErrorCodes;
 use crate::metrics::IngestMetrics;
@@ -93,6 +91,10 @@ pub async fn serve(
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(userlens_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("opentelemetry.proto.collector.trace.v1.TraceService")
+        .with_service_name("userlens.ingest.v1.IngestService")
+        .with_service_name("grpc.health.v1.Health")
         .build_v1()?;
     let max_body_bytes = settings.max_body_bytes;
     let grpc = tonic::transport::Server::builder()

@@ -3,9 +3,8 @@
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
-use userlens_storage::{Annotation, DatabaseConnection, annotate_trace};
+use userlens_storage::{Annotation, DatabaseConnection, KeyResolver, annotate_trace};
 
-use crate::auth::KeyResolver;
 use crate::error::IngestError;
 use crate::mapping::convert_resource_spans;
 use crate::metrics::IngestMetrics;
@@ -28,11 +27,14 @@ pub struct Ingestor {
 
 impl Ingestor {
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<i64, IngestError> {
-        self.keys.project_for(authorization).await.inspect_err(|e| {
-            if matches!(e, IngestError::Unauthenticated) {
+        match self.keys.project_for(authorization).await {
+            Ok(Some(project_id)) => Ok(project_id),
+            Ok(None) => {
                 self.metrics.record_unauthenticated();
+                Err(IngestError::Unauthenticated)
             }
-        })
+            Err(error) => Err(IngestError::unavailable(error.to_string())),
+        }
     }
 
     /// Writes the good spans of a request; returns once they are committed.

@@ -4,6 +4,7 @@
 //! the traces it touches into one row per trace (`traces`), and advances the project's data
 //! generation in the same transaction. `docs/storage.md` describes the tables.
 
+pub mod auth;
 pub mod db;
 pub mod derive;
 pub mod details;
@@ -14,6 +15,7 @@ pub mod read;
 pub mod span;
 pub mod write;
 
+pub use auth::KeyResolver;
 pub use db::{DatabaseSettings, connect, migrate};
 pub use error::StorageError;
 pub use sea_orm::DatabaseConnection;

@@ -1,13 +1,14 @@
-//! API key → project, with a small cache so a busy exporter does not hit the database on
+//! API key → project for every API, with a small cache so a busy exporter does not hit the database on
 //! every request.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use userlens_storage::{DatabaseConnection, keys};
+use sea_orm::DatabaseConnection;
 
-use crate::error::IngestError;
+use crate::error::StorageError;
+use crate::keys;
 
 /// How long a resolved key is trusted without asking the database again.
 const CACHE_TTL: Duration = Duration::from_secs(60);
@@ -27,27 +28,29 @@ impl KeyResolver {
         }
     }
 
-    /// The project of the key in an `Authorization` value (`Bearer <key>`, or the bare key).
-    pub async fn project_for(&self, authorization: Option<&str>) -> Result<i64, IngestError> {
-        let key = authorization
-            .map(bearer_key)
-            .filter(|k| !k.is_empty())
-            .ok_or(IngestError::Unauthenticated)?;
+    /// The project of the key in an `Authorization` value (`Bearer <key>`, or the bare
+    /// key); `None` when the value is missing or the key unknown.
+    pub async fn project_for(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<Option<i64>, StorageError> {
+        let Some(key) = authorization.map(bearer_key).filter(|k| !k.is_empty()) else {
+            return Ok(None);
+        };
         let hash = keys::hash_key(key);
         if let Some(project_id) = self.cached(&hash) {
-            return Ok(project_id);
+            return Ok(Some(project_id));
         }
-        let project_id = keys::resolve_key(&self.db, key)
-            .await
-            .map_err(|e| IngestError::unavailable(e.to_string()))?
-            .ok_or(IngestError::Unauthenticated)?;
+        let Some(project_id) = keys::resolve_key(&self.db, key).await? else {
+            return Ok(None);
+        };
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();
             }
             cache.insert(hash, (project_id, Instant::now()));
         }
-        Ok(project_id)
+        Ok(Some(project_id))
     }
 
     fn cached(&self, hash: &str) -> Option<i64> {

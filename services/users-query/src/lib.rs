@@ -1,0 +1,105 @@
+//! The userlens users-query role: `userlens.query.v1.UsersQueryService` over gRPC, with
+//! grpc.health.v1 and reflection, answering from per-project in-memory snapshots kept
+//! current through the data generation, behind a Redis or in-process result cache.
+
+pub mod cache;
+pub mod convert;
+pub mod error;
+pub mod metrics;
+pub mod service;
+pub mod snapshots;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use futures::FutureExt;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
+use userlens_proto::query::v1::users_query_service_server::UsersQueryServiceServer;
+use userlens_storage::DatabaseConnection;
+
+pub use cache::ResultCache;
+pub use metrics::QueryMetrics;
+pub use service::QueryService;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
+    #[error("gRPC reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Runs the users-query role until `shutdown` resolves. `http_listener`, when given, serves
+/// `GET /metrics` and `GET /healthz`.
+pub async fn serve(
+    db: DatabaseConnection,
+    cache: ResultCache,
+    grpc_listener: TcpListener,
+    http_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let metrics = Arc::new(QueryMetrics::default());
+    tracing::info!(cache = cache.kind(), "users-query result cache");
+    let service = Arc::new(QueryService::new(db.clone(), cache, Arc::clone(&metrics)));
+    let shutdown = shutdown.boxed().shared();
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<UsersQueryServiceServer<QueryService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(userlens_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("userlens.query.v1.UsersQueryService")
+        .with_service_name("grpc.health.v1.Health")
+        .build_v1()?;
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            UsersQueryServiceServer::from_arc(service)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown.clone());
+
+    match http_listener {
+        Some(listener) => {
+            let router = Router::new()
+                .route(
+                    "/metrics",
+                    get(move || {
+                        let metrics = Arc::clone(&metrics);
+                        async move { metrics.render() }
+                    }),
+                )
+                .route(
+                    "/healthz",
+                    get(move || {
+                        let db = db.clone();
+                        async move {
+                            match db.ping().await {
+                                Ok(()) => (axum::http::StatusCode::OK, "ok\n"),
+                                Err(_) => (
+                                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                    "database unavailable\n",
+                                ),
+                            }
+                        }
+                    }),
+                );
+            let http = axum::serve(listener, router).with_graceful_shutdown(shutdown);
+            let (grpc, http) = tokio::join!(grpc, http);
+            grpc?;
+            http?;
+        }
+        None => grpc.await?,
+    }
+    Ok(())
+}
