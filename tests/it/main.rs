@@ -1,6 +1,8 @@
 //! Integration tests of userlens: real servers on ephemeral ports, real databases.
 
+mod aliases;
 mod derivation;
 mod ingest_e2e;
 mod ingest_errors;
+mod query_figures;
 mod query_service;
