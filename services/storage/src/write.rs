@@ -8,14 +8,18 @@
 //!    when it re-derives a trace, and generations become visible in commit order (a reader
 //!    that sees generation G sees every row written at G or before).
 //! 2. Upsert the spans (latest copy of a span wins).
-//! 3. Read back every span of the touched traces and their annotations, derive each trace
-//!    from the full set (order-independent by construction) and upsert its row, stamped
+//! 3. Read back every span of the touched traces that already had a row (a trace without
+//!    one has no spans but this write's), and their annotations; derive each trace from its
+//!    full set of spans (order-independent by construction) and upsert its row, stamped
 //!    with the new generation.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, SelectStatement};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait, Value};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
+    TransactionTrait, Value,
+};
 
 use crate::derive::{DerivedTrace, derive_trace};
 use crate::details::encode_details;
@@ -56,7 +60,14 @@ pub async fn write_spans(
         upsert_spans(&txn, project_id, chunk).await?;
     }
     let trace_ids: Vec<[u8; 16]> = trace_ids.into_iter().collect();
-    let traces_derived = rederive_traces(&txn, project_id, &trace_ids, generation).await?;
+    let mut batch: HashMap<[u8; 16], Vec<StoredSpan>> = HashMap::new();
+    for span in &unique {
+        batch
+            .entry(span.trace_id)
+            .or_default()
+            .push(span.stored.clone());
+    }
+    let traces_derived = rederive_traces(&txn, project_id, &trace_ids, batch, generation).await?;
     txn.commit().await?;
     Ok(WriteSummary {
         generation,
@@ -130,7 +141,8 @@ pub async fn annotate_trace(
         }
         txn.execute(&insert).await?;
     }
-    let traces_derived = rederive_traces(&txn, project_id, &[trace_id], generation).await?;
+    let traces_derived =
+        rederive_traces(&txn, project_id, &[trace_id], HashMap::new(), generation).await?;
     txn.commit().await?;
     Ok(WriteSummary {
         generation,
@@ -244,23 +256,39 @@ async fn upsert_spans(
     Ok(())
 }
 
-/// Re-derives the given traces from all their stored spans and annotations and upserts
-/// their rows. Returns how many traces have spans (an annotation may name a trace that has
-/// none yet).
+/// Re-derives the given traces from all their spans and annotations and upserts their rows.
+/// `batch` holds the spans this write just stored, by trace: a trace that had no row before
+/// this write has no other spans, so it is derived from them without reading them back.
+/// Returns how many traces have spans (an annotation may name a trace that has none yet).
 async fn rederive_traces(
     txn: &DatabaseTransaction,
     project_id: i64,
     trace_ids: &[[u8; 16]],
+    mut batch: HashMap<[u8; 16], Vec<StoredSpan>>,
     generation: i64,
 ) -> Result<usize, StorageError> {
     let mut derived = Vec::with_capacity(trace_ids.len());
     for chunk in trace_ids.chunks(ROWS_PER_STATEMENT) {
-        let mut spans_by_trace = load_stored_spans(txn, project_id, chunk).await?;
+        let existing = existing_traces(txn, project_id, chunk).await?;
+        let known: Vec<[u8; 16]> = chunk
+            .iter()
+            .copied()
+            .filter(|t| existing.contains(t))
+            .collect();
+        let mut stored = if known.is_empty() {
+            HashMap::new()
+        } else {
+            load_stored_spans(txn, project_id, &known).await?
+        };
         let mut annotations_by_trace = load_annotations(txn, project_id, chunk).await?;
         for trace_id in chunk {
-            let Some(spans) = spans_by_trace.remove(trace_id) else {
-                continue;
+            let spans = match stored.remove(trace_id) {
+                Some(spans) => spans,
+                None => batch.remove(trace_id).unwrap_or_default(),
             };
+            if spans.is_empty() {
+                continue;
+            }
             let annotations = annotations_by_trace.remove(trace_id).unwrap_or_default();
             derived.extend(derive_trace(*trace_id, &spans, &annotations));
         }
@@ -271,10 +299,69 @@ async fn rederive_traces(
     Ok(derived.len())
 }
 
-fn trace_id_filter(select: &mut SelectStatement, project_id: i64, trace_ids: &[[u8; 16]]) {
-    select
-        .and_where(Expr::col(spans::Column::ProjectId).eq(project_id))
-        .and_where(Expr::col(spans::Column::TraceId).is_in(trace_ids.iter().map(|t| t.to_vec())));
+/// `SELECT columns FROM table WHERE project_id = ? AND trace_id IN (ids)`, shaped so that
+/// each id is one primary-key probe whatever the table statistics say: on PostgreSQL a
+/// join against a VALUES list (an `IN` list is planned from the estimated rows of the
+/// project and degrades to scanning all of them while statistics lag a fast-growing table).
+fn select_by_trace_ids(
+    backend: DbBackend,
+    columns: &[&str],
+    table: &str,
+    project_id: i64,
+    trace_ids: &[[u8; 16]],
+) -> Statement {
+    let columns = columns
+        .iter()
+        .map(|c| format!("t.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut values: Vec<Value> = Vec::with_capacity(trace_ids.len() + 1);
+    values.push(project_id.into());
+    values.extend(trace_ids.iter().map(|t| Value::from(t.to_vec())));
+    let sql = match backend {
+        DbBackend::Postgres => {
+            let list = (0..trace_ids.len())
+                .map(|i| {
+                    if i == 0 {
+                        "($2::bytea)".to_owned()
+                    } else {
+                        format!("(${})", i + 2)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "SELECT {columns} FROM (VALUES {list}) AS wanted(trace_id) \
+                 JOIN {table} t ON t.project_id = $1 AND t.trace_id = wanted.trace_id"
+            )
+        }
+        _ => {
+            let list = vec!["?"; trace_ids.len()].join(", ");
+            format!(
+                "SELECT {columns} FROM {table} t WHERE t.project_id = ? AND t.trace_id IN ({list})"
+            )
+        }
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+async fn existing_traces(
+    txn: &DatabaseTransaction,
+    project_id: i64,
+    trace_ids: &[[u8; 16]],
+) -> Result<HashSet<[u8; 16]>, StorageError> {
+    let statement = select_by_trace_ids(
+        txn.get_database_backend(),
+        &["trace_id"],
+        "traces",
+        project_id,
+        trace_ids,
+    );
+    let mut existing = HashSet::new();
+    for row in txn.query_all_raw(statement).await? {
+        existing.insert(fixed_bytes::<16>(row.try_get_by_index(0)?, "trace id")?);
+    }
+    Ok(existing)
 }
 
 async fn load_stored_spans(
@@ -282,33 +369,37 @@ async fn load_stored_spans(
     project_id: i64,
     trace_ids: &[[u8; 16]],
 ) -> Result<HashMap<[u8; 16], Vec<StoredSpan>>, StorageError> {
-    use spans::Column as C;
-    let mut select = Query::select();
-    select.from(spans::Entity).columns([
-        C::TraceId,
-        C::SpanId,
-        C::ParentSpanId,
-        C::StartNs,
-        C::EndNs,
-        C::StatusCode,
-        C::UserId,
-        C::UserEmail,
-        C::SessionId,
-        C::Provider,
-        C::Model,
-        C::IsLlmCall,
-        C::InputTokens,
-        C::OutputTokens,
-        C::CachedInputTokens,
-        C::CostNano,
-        C::ToolName,
-        C::IssueId,
-        C::IssueTitle,
-        C::Behaviours,
-    ]);
-    trace_id_filter(&mut select, project_id, trace_ids);
+    const COLUMNS: [&str; 20] = [
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "start_ns",
+        "end_ns",
+        "status_code",
+        "user_id",
+        "user_email",
+        "session_id",
+        "provider",
+        "model",
+        "is_llm_call",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cost_nano",
+        "tool_name",
+        "issue_id",
+        "issue_title",
+        "behaviours",
+    ];
+    let statement = select_by_trace_ids(
+        txn.get_database_backend(),
+        &COLUMNS,
+        "spans",
+        project_id,
+        trace_ids,
+    );
     let mut by_trace: HashMap<[u8; 16], Vec<StoredSpan>> = HashMap::new();
-    for row in txn.query_all(&select).await? {
+    for row in txn.query_all_raw(statement).await? {
         let trace_id = fixed_bytes::<16>(row.try_get_by_index(0)?, "trace id")?;
         let span_id = fixed_bytes::<8>(row.try_get_by_index(1)?, "span id")?;
         let parent_span_id = row
@@ -352,25 +443,27 @@ async fn load_annotations(
     project_id: i64,
     trace_ids: &[[u8; 16]],
 ) -> Result<HashMap<[u8; 16], Vec<Annotation>>, StorageError> {
-    use trace_annotations::Column as C;
-    let mut select = Query::select();
-    select
-        .from(trace_annotations::Entity)
-        .columns([C::TraceId, C::Kind, C::Value, C::Title])
-        .and_where(Expr::col(C::ProjectId).eq(project_id))
-        .and_where(Expr::col(C::TraceId).is_in(trace_ids.iter().map(|t| t.to_vec())))
-        .order_by(C::Kind, sea_orm::Order::Asc)
-        .order_by(C::Value, sea_orm::Order::Asc);
+    let statement = select_by_trace_ids(
+        txn.get_database_backend(),
+        &["trace_id", "kind", "value", "title"],
+        "trace_annotations",
+        project_id,
+        trace_ids,
+    );
+    let mut rows: Vec<([u8; 16], i16, String, Option<String>)> = Vec::new();
+    for row in txn.query_all_raw(statement).await? {
+        rows.push((
+            fixed_bytes::<16>(row.try_get_by_index(0)?, "trace id")?,
+            row.try_get_by_index(1)?,
+            row.try_get_by_index(2)?,
+            row.try_get_by_index(3)?,
+        ));
+    }
+    rows.sort();
     let mut by_trace: HashMap<[u8; 16], Vec<Annotation>> = HashMap::new();
-    for row in txn.query_all(&select).await? {
-        let trace_id = fixed_bytes::<16>(row.try_get_by_index(0)?, "trace id")?;
-        let kind: i16 = row.try_get_by_index(1)?;
-        let value: String = row.try_get_by_index(2)?;
+    for (trace_id, kind, value, title) in rows {
         let annotation = if kind == trace_annotations::ANNOTATION_ISSUE {
-            Annotation::Issue {
-                id: value,
-                title: row.try_get_by_index(3)?,
-            }
+            Annotation::Issue { id: value, title }
         } else {
             Annotation::Behaviour(value)
         };

@@ -1,95 +1,24 @@
 //! `userlens`: one binary, every role. Parses configuration, binds listeners, wires the
 //! shutdown signal and hands over to the role libraries.
 
-use std::net::SocketAddr;
-use std::process::ExitCode;
+mod cli;
+mod demo;
 
-use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use futures::FutureExt;
 use tokio::net::TcpListener;
 use userlens_storage::{DatabaseConnection, DatabaseSettings, keys};
+use userlens_users_query::ResultCache;
 
-#[derive(Parser)]
-#[command(
-    name = "userlens",
-    version,
-    about = "End-user analytics for LLM applications, from OpenTelemetry traces."
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the ingest role: OTLP/gRPC + native IngestService, OTLP/HTTP, /healthz, /metrics.
-    Ingest(IngestArgs),
-    /// Apply database migrations and exit.
-    Migrate(DatabaseArgs),
-    /// Manage API keys.
-    #[command(subcommand)]
-    Keys(KeysCommand),
-}
-
-#[derive(Subcommand)]
-enum KeysCommand {
-    /// Create a key for a project (created when missing) and print the key alone on stdout.
-    Create {
-        /// The project's name.
-        #[arg(long)]
-        project: String,
-        #[command(flatten)]
-        database: DatabaseArgs,
-    },
-}
-
-#[derive(Args, Clone)]
-struct DatabaseArgs {
-    /// Database: postgres://user@host/db or sqlite://path (the file is created when missing).
-    #[arg(
-        long,
-        env = "USERLENS_DATABASE_URL",
-        default_value = "sqlite://./data/userlens.db"
-    )]
-    database_url: String,
-    /// Largest number of pooled database connections.
-    #[arg(long, env = "USERLENS_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
-    database_max_connections: u32,
-}
-
-#[derive(Args, Clone)]
-struct KeyArgs {
-    /// If set, startup ensures a project `default` owning this API key.
-    #[arg(long, env = "USERLENS_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-}
-
-#[derive(Args, Clone)]
-struct IngestArgs {
-    #[command(flatten)]
-    database: DatabaseArgs,
-    #[command(flatten)]
-    key: KeyArgs,
-    /// Listen address of OTLP/gRPC and the native IngestService.
-    #[arg(
-        long,
-        env = "USERLENS_OTLP_GRPC_ADDR",
-        default_value = "127.0.0.1:4317"
-    )]
-    otlp_grpc_addr: SocketAddr,
-    /// Listen address of OTLP/HTTP (`POST /v1/traces`), `/healthz` and `/metrics`.
-    #[arg(
-        long,
-        env = "USERLENS_OTLP_HTTP_ADDR",
-        default_value = "127.0.0.1:4318"
-    )]
-    otlp_http_addr: SocketAddr,
-    /// Largest request body in bytes, applied to the compressed and the decompressed body.
-    #[arg(long, env = "USERLENS_MAX_BODY_BYTES", default_value_t = userlens_ingest::DEFAULT_MAX_BODY_BYTES)]
-    max_body_bytes: usize,
-    /// Spans waiting to be written, at most; past it requests are shed with 429 / RESOURCE_EXHAUSTED.
-    #[arg(long, env = "USERLENS_MAX_QUEUED_SPANS", default_value_t = 100_000)]
-    max_queued_spans: usize,
-}
+use crate::cli::{
+    AllInOneArgs, CacheArgs, Cli, Command, DatabaseArgs, GatewayListenArgs, IngestListenArgs,
+    KeyArgs, KeysCommand,
+};
 
 #[derive(Debug, thiserror::Error)]
 enum CliError {
@@ -100,8 +29,21 @@ enum CliError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot use the key file {path}: {source}")]
+    KeyFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Ingest(#[from] userlens_ingest::ServeError),
+    #[error(transparent)]
+    Query(#[from] userlens_users_query::ServeError),
+    #[error(transparent)]
+    Cache(#[from] userlens_users_query::cache::CacheError),
+    #[error(transparent)]
+    Gateway(#[from] userlens_gateway::GatewayError),
+    #[error(transparent)]
+    Demo(#[from] demo::DemoError),
 }
 
 #[tokio::main]
@@ -114,7 +56,9 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::AllInOne(cli.all_in_one));
+    match run(command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "userlens stopped");
@@ -124,8 +68,8 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), CliError> {
-    match cli.command {
+async fn run(command: Command) -> Result<(), CliError> {
+    match command {
         Command::Migrate(database) => {
             open_database(&database).await?;
             tracing::info!("migrations applied");
@@ -137,24 +81,197 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             println!("{key}");
             Ok(())
         }
+        Command::Demo(args) => Ok(demo::run(args).await?),
         Command::Ingest(args) => {
             let db = open_database(&args.database).await?;
             ensure_bootstrap_key(&db, &args.key).await?;
-            let grpc = bind(args.otlp_grpc_addr).await?;
-            let http = bind(args.otlp_http_addr).await?;
+            let (grpc, http) = bind_ingest(&args.listen).await?;
             announce("ingest", &[("otlp-grpc", &grpc), ("otlp-http", &http)]);
-            let settings = userlens_ingest::IngestSettings {
-                max_body_bytes: args.max_body_bytes,
-                writer: userlens_ingest::WriterSettings {
-                    max_queued_spans: args.max_queued_spans,
-                    ..Default::default()
-                },
-            };
-            userlens_ingest::serve(db, settings, grpc, http, shutdown_signal()).await?;
+            userlens_ingest::serve(
+                db,
+                ingest_settings(&args.listen),
+                grpc,
+                http,
+                shutdown_signal(),
+            )
+            .await?;
             tracing::info!("ingest stopped");
             Ok(())
         }
+        Command::Query(args) => {
+            let db = open_database(&args.database).await?;
+            ensure_bootstrap_key(&db, &args.key).await?;
+            let cache = result_cache(&args.cache)?;
+            let grpc = bind(args.query_addr).await?;
+            let http = match args.query_http_addr {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            };
+            announce("query", &[("query-grpc", &grpc)]);
+            if let Some(http) = &http {
+                announce("query", &[("query-http", http)]);
+            }
+            userlens_users_query::serve(db, cache, grpc, http, shutdown_signal()).await?;
+            tracing::info!("users-query stopped");
+            Ok(())
+        }
+        Command::Gateway(args) => {
+            let listener = bind(args.listen.graphql_addr).await?;
+            announce("gateway", &[("graphql", &listener)]);
+            userlens_gateway::serve(
+                listener,
+                gateway_settings(&args.listen, args.query_url),
+                shutdown_signal(),
+            )
+            .await?;
+            tracing::info!("gateway stopped");
+            Ok(())
+        }
+        Command::AllInOne(args) => all_in_one(args).await,
     }
+}
+
+/// Every role in one process; the gateway reaches users-query over loopback gRPC as it
+/// would across machines.
+async fn all_in_one(args: AllInOneArgs) -> Result<(), CliError> {
+    let db = open_database(&args.database).await?;
+    let key = all_in_one_key(&db, &args).await?;
+    let cache = result_cache(&args.cache)?;
+    let (ingest_grpc, ingest_http) = bind_ingest(&args.ingest).await?;
+    let query = bind(args.query_addr).await?;
+    let graphql = bind(args.gateway.graphql_addr).await?;
+    let query_addr = query.local_addr().map_err(|source| CliError::Bind {
+        addr: args.query_addr,
+        source,
+    })?;
+    announce(
+        "all-in-one",
+        &[
+            ("otlp-grpc", &ingest_grpc),
+            ("otlp-http", &ingest_http),
+            ("query-grpc", &query),
+            ("graphql", &graphql),
+        ],
+    );
+    if let Some(key) = key {
+        println!("userlens API key (project default): {key}");
+    }
+    if let Ok(addr) = graphql.local_addr() {
+        println!("GraphiQL: http://{addr}/graphql");
+    }
+
+    let shutdown = shutdown_signal().shared();
+    let ingest = userlens_ingest::serve(
+        db.clone(),
+        ingest_settings(&args.ingest),
+        ingest_grpc,
+        ingest_http,
+        shutdown.clone(),
+    );
+    let users_query = userlens_users_query::serve(db, cache, query, None, shutdown.clone());
+    let gateway = userlens_gateway::serve(
+        graphql,
+        gateway_settings(&args.gateway, format!("http://{query_addr}")),
+        shutdown,
+    );
+    let (ingest, users_query, gateway) = tokio::join!(ingest, users_query, gateway);
+    ingest?;
+    users_query?;
+    gateway?;
+    tracing::info!("all-in-one stopped");
+    Ok(())
+}
+
+/// The key all-in-one prints: none when `USERLENS_API_KEY` names one (the operator knows
+/// it); otherwise the key kept in the key file, created on first start.
+async fn all_in_one_key(
+    db: &DatabaseConnection,
+    args: &AllInOneArgs,
+) -> Result<Option<String>, CliError> {
+    if ensure_bootstrap_key(db, &args.key).await? {
+        return Ok(None);
+    }
+    let path = &args.key_file;
+    let key_file_error = |source| CliError::KeyFile {
+        path: path.display().to_string(),
+        source,
+    };
+    let key = match std::fs::read_to_string(path) {
+        Ok(existing) if !existing.trim().is_empty() => existing.trim().to_owned(),
+        Ok(_) => {
+            return Err(key_file_error(std::io::Error::other(
+                "the key file is empty",
+            )));
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key = keys::generate_key();
+            write_private_file(path, &key).map_err(key_file_error)?;
+            key
+        }
+        Err(error) => return Err(key_file_error(error)),
+    };
+    let project_id = keys::ensure_project(db, "default").await?;
+    keys::add_key(db, project_id, &key).await?;
+    Ok(Some(key))
+}
+
+fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    std::io::Write::write_all(&mut file, format!("{contents}\n").as_bytes())
+}
+
+fn ingest_settings(args: &IngestListenArgs) -> userlens_ingest::IngestSettings {
+    userlens_ingest::IngestSettings {
+        max_body_bytes: args.max_body_bytes,
+        writer: userlens_ingest::WriterSettings {
+            max_queued_spans: args.max_queued_spans,
+            ..Default::default()
+        },
+    }
+}
+
+fn gateway_settings(
+    args: &GatewayListenArgs,
+    query_url: String,
+) -> userlens_gateway::GatewaySettings {
+    userlens_gateway::GatewaySettings {
+        query_url,
+        request_timeout: Duration::from_millis(args.query_timeout_ms.max(1)),
+        cors_allowed_origins: args
+            .cors_allowed_origins
+            .iter()
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .collect(),
+    }
+}
+
+fn result_cache(args: &CacheArgs) -> Result<ResultCache, CliError> {
+    Ok(
+        match args
+            .redis_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        {
+            Some(url) => ResultCache::redis(url, &args.redis_key_prefix)?,
+            None => ResultCache::in_process(),
+        },
+    )
+}
+
+async fn bind_ingest(args: &IngestListenArgs) -> Result<(TcpListener, TcpListener), CliError> {
+    Ok((
+        bind(args.otlp_grpc_addr).await?,
+        bind(args.otlp_http_addr).await?,
+    ))
 }
 
 /// Connects and applies pending migrations (idempotent, so every role can start alone).
@@ -168,17 +285,19 @@ async fn open_database(args: &DatabaseArgs) -> Result<DatabaseConnection, CliErr
     Ok(db)
 }
 
-async fn ensure_bootstrap_key(db: &DatabaseConnection, args: &KeyArgs) -> Result<(), CliError> {
-    if let Some(key) = args
+/// Makes `USERLENS_API_KEY` a key of project `default`; tells whether one was set.
+async fn ensure_bootstrap_key(db: &DatabaseConnection, args: &KeyArgs) -> Result<bool, CliError> {
+    let Some(key) = args
         .api_key
         .as_deref()
         .map(str::trim)
         .filter(|k| !k.is_empty())
-    {
-        let project_id = keys::ensure_project(db, "default").await?;
-        keys::add_key(db, project_id, key).await?;
-    }
-    Ok(())
+    else {
+        return Ok(false);
+    };
+    let project_id = keys::ensure_project(db, "default").await?;
+    keys::add_key(db, project_id, key).await?;
+    Ok(true)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, CliError> {

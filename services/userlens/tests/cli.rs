@@ -15,7 +15,15 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn help_lists_every_role() {
     let top = help(&[]);
-    for role in ["ingest", "migrate", "keys"] {
+    for role in [
+        "all-in-one",
+        "ingest",
+        "query",
+        "gateway",
+        "migrate",
+        "keys",
+        "demo",
+    ] {
         assert!(top.contains(role), "{role} missing from:\n{top}");
     }
 }
@@ -37,6 +45,66 @@ fn ingest_help_documents_every_environment_variable() {
             "{variable} missing from:\n{ingest}"
         );
     }
+}
+
+#[test]
+fn every_role_documents_its_environment_variables() {
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["query"],
+            &[
+                "USERLENS_DATABASE_URL",
+                "USERLENS_API_KEY",
+                "USERLENS_REDIS_URL",
+                "USERLENS_REDIS_KEY_PREFIX",
+                "USERLENS_QUERY_ADDR",
+                "USERLENS_QUERY_HTTP_ADDR",
+            ],
+        ),
+        (
+            &["gateway"],
+            &[
+                "USERLENS_GRAPHQL_ADDR",
+                "USERLENS_QUERY_URL",
+                "USERLENS_QUERY_TIMEOUT_MS",
+                "USERLENS_CORS_ALLOWED_ORIGINS",
+            ],
+        ),
+        (
+            &["all-in-one"],
+            &[
+                "USERLENS_DATABASE_URL",
+                "USERLENS_REDIS_URL",
+                "USERLENS_API_KEY",
+                "USERLENS_KEY_FILE",
+                "USERLENS_OTLP_GRPC_ADDR",
+                "USERLENS_OTLP_HTTP_ADDR",
+                "USERLENS_QUERY_ADDR",
+                "USERLENS_GRAPHQL_ADDR",
+                "USERLENS_MAX_BODY_BYTES",
+                "USERLENS_MAX_QUEUED_SPANS",
+            ],
+        ),
+        (
+            &["demo"],
+            &[
+                "USERLENS_DEMO_ENDPOINT",
+                "USERLENS_API_KEY",
+                "USERLENS_KEY_FILE",
+            ],
+        ),
+    ];
+    for (args, variables) in cases {
+        let text = help(args);
+        for variable in variables {
+            assert!(
+                text.contains(variable),
+                "{variable} missing from {args:?}:\n{text}"
+            );
+        }
+    }
+    // Without a command, userlens runs all-in-one: its flags are at the top level too.
+    assert!(help(&[]).contains("USERLENS_GRAPHQL_ADDR"));
 }
 
 #[test]

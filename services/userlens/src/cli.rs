@@ -1,0 +1,218 @@
+//! Command line and environment configuration: every flag also reads `USERLENS_*`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "userlens",
+    version,
+    about = "End-user analytics for LLM applications, from OpenTelemetry traces.",
+    long_about = "End-user analytics for LLM applications, from OpenTelemetry traces.\n\n\
+        Without a command, runs every role in one process (all-in-one) on the embedded \
+        default: SQLite at ./data/userlens.db and an in-process cache.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub all_in_one: AllInOneArgs,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run every role in one process: ingest, users-query and the GraphQL gateway.
+    AllInOne(AllInOneArgs),
+    /// Run the ingest role: OTLP/gRPC + native IngestService, OTLP/HTTP, /healthz, /metrics.
+    Ingest(IngestArgs),
+    /// Run the users-query role: gRPC UsersQueryService with health and reflection.
+    Query(QueryArgs),
+    /// Run the GraphQL gateway: POST /graphql, GraphiQL on GET /graphql, /healthz, /metrics.
+    Gateway(GatewayArgs),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Load synthetic LLM traces through the OTLP/gRPC endpoint of a running ingest.
+    Demo(DemoArgs),
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create a key for a project (created when missing) and print the key alone on stdout.
+    Create {
+        /// The project's name.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct DatabaseArgs {
+    /// Database: postgres://user@host/db or sqlite://path (the file is created when missing).
+    #[arg(
+        long,
+        env = "USERLENS_DATABASE_URL",
+        default_value = "sqlite://./data/userlens.db"
+    )]
+    pub database_url: String,
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "USERLENS_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+}
+
+#[derive(Args, Clone)]
+pub struct KeyArgs {
+    /// If set, startup ensures a project `default` owning this API key.
+    #[arg(long, env = "USERLENS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct IngestListenArgs {
+    /// Listen address of OTLP/gRPC and the native IngestService.
+    #[arg(
+        long,
+        env = "USERLENS_OTLP_GRPC_ADDR",
+        default_value = "127.0.0.1:4317"
+    )]
+    pub otlp_grpc_addr: SocketAddr,
+    /// Listen address of OTLP/HTTP (`POST /v1/traces`), `/healthz` and `/metrics`.
+    #[arg(
+        long,
+        env = "USERLENS_OTLP_HTTP_ADDR",
+        default_value = "127.0.0.1:4318"
+    )]
+    pub otlp_http_addr: SocketAddr,
+    /// Largest request body in bytes, applied to the compressed and the decompressed body.
+    #[arg(long, env = "USERLENS_MAX_BODY_BYTES", default_value_t = userlens_ingest::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Spans waiting to be written, at most; past it requests are shed with 429 / RESOURCE_EXHAUSTED.
+    #[arg(long, env = "USERLENS_MAX_QUEUED_SPANS", default_value_t = 100_000)]
+    pub max_queued_spans: usize,
+}
+
+#[derive(Args, Clone)]
+pub struct CacheArgs {
+    /// Redis for the query result cache (redis://host:port); unset: an in-process cache.
+    #[arg(long, env = "USERLENS_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key userlens writes.
+    #[arg(long, env = "USERLENS_REDIS_KEY_PREFIX", default_value = "userlens:")]
+    pub redis_key_prefix: String,
+}
+
+#[derive(Args, Clone)]
+pub struct GatewayListenArgs {
+    /// Listen address of the GraphQL gateway.
+    #[arg(long, env = "USERLENS_GRAPHQL_ADDR", default_value = "127.0.0.1:8080")]
+    pub graphql_addr: SocketAddr,
+    /// Origins allowed by CORS, comma-separated; `*` allows any; empty sends no CORS headers.
+    #[arg(
+        long,
+        env = "USERLENS_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub cors_allowed_origins: Vec<String>,
+    /// Deadline of each gateway → users-query call, in milliseconds.
+    #[arg(long, env = "USERLENS_QUERY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub query_timeout_ms: u64,
+}
+
+#[derive(Args, Clone)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    #[command(flatten)]
+    pub listen: IngestListenArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// Listen address of the gRPC UsersQueryService.
+    #[arg(long, env = "USERLENS_QUERY_ADDR", default_value = "127.0.0.1:50051")]
+    pub query_addr: SocketAddr,
+    /// Listen address of `/metrics` and `/healthz` for this role; unset: not served.
+    #[arg(long, env = "USERLENS_QUERY_HTTP_ADDR")]
+    pub query_http_addr: Option<SocketAddr>,
+}
+
+#[derive(Args, Clone)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub listen: GatewayListenArgs,
+    /// Where the gateway finds users-query.
+    #[arg(
+        long,
+        env = "USERLENS_QUERY_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub query_url: String,
+}
+
+#[derive(Args, Clone)]
+pub struct AllInOneArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
+    pub ingest: IngestListenArgs,
+    #[command(flatten)]
+    pub gateway: GatewayListenArgs,
+    /// Listen address of the gRPC UsersQueryService.
+    #[arg(long, env = "USERLENS_QUERY_ADDR", default_value = "127.0.0.1:50051")]
+    pub query_addr: SocketAddr,
+    /// Where the API key created on first start is kept (read on every later start).
+    #[arg(long, env = "USERLENS_KEY_FILE", default_value = "./data/api-key")]
+    pub key_file: PathBuf,
+}
+
+#[derive(Args, Clone)]
+pub struct DemoArgs {
+    /// Traces to load.
+    #[arg(long, default_value_t = 2_000)]
+    pub traces: u64,
+    /// Distinct end users (activity is Zipf-like: a few heavy users, many light ones).
+    #[arg(long, default_value_t = 200)]
+    pub users: u64,
+    /// Days before now the traces spread over.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Seed of the generator: the same seed loads the same traces.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Traces per OTLP export request.
+    #[arg(long, default_value_t = 200)]
+    pub batch_traces: u64,
+    /// OTLP/gRPC endpoint of the ingest role.
+    #[arg(
+        long,
+        env = "USERLENS_DEMO_ENDPOINT",
+        default_value = "http://127.0.0.1:4317"
+    )]
+    pub endpoint: String,
+    /// API key to send; defaults to `USERLENS_API_KEY`, then to the all-in-one key file.
+    #[arg(long, env = "USERLENS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The all-in-one key file, read when no key is given.
+    #[arg(long, env = "USERLENS_KEY_FILE", default_value = "./data/api-key")]
+    pub key_file: PathBuf,
+}
