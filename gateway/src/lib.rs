@@ -19,6 +19,7 @@ mod schema;
 #[cfg(test)]
 mod testing;
 
+use axum::serve::ListenerExt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,8 +75,13 @@ pub async fn serve(
         Ok(addr) => tracing::info!(%addr, %query_url, "gateway listening"),
         Err(error) => tracing::warn!(%error, "gateway listener has no local address"),
     }
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(GatewayError::Serve)
+    axum::serve(
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        router,
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(GatewayError::Serve)
 }

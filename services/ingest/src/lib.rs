@@ -11,14 +11,15 @@ pub mod metrics;
 pub mod pipeline;
 pub mod writer;
 
+use axum::serve::ListenerExt;
 use std::future::Future;
 use std::sync::Arc;
 
 use futures::FutureExt;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
 use userlens_proto::ingest::v1::ingest_service_server::IngestServiceServer;
 use userlens_storage::{DatabaseConnection, KeyResolver};
 
@@ -112,10 +113,16 @@ pub async fn serve(
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max_body_bytes),
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown.clone());
+        // Small responses must not wait on Nagle's algorithm (40 ms with delayed ACKs).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            shutdown.clone(),
+        );
 
     let http = axum::serve(
-        http_listener,
+        http_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
         http::router(Arc::clone(&ingestor), max_body_bytes),
     )
     .with_graceful_shutdown(shutdown);

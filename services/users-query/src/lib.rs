@@ -14,10 +14,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use futures::FutureExt;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
 use userlens_proto::query::v1::users_query_service_server::UsersQueryServiceServer;
 use userlens_storage::DatabaseConnection;
 
@@ -67,7 +68,11 @@ pub async fn serve(
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown.clone());
+        // Small responses must not wait on Nagle's algorithm (40 ms with delayed ACKs).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            shutdown.clone(),
+        );
 
     match http_listener {
         Some(listener) => {
@@ -94,7 +99,13 @@ pub async fn serve(
                         }
                     }),
                 );
-            let http = axum::serve(listener, router).with_graceful_shutdown(shutdown);
+            let http = axum::serve(
+                listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                router,
+            )
+            .with_graceful_shutdown(shutdown);
             let (grpc, http) = tokio::join!(grpc, http);
             grpc?;
             http?;
