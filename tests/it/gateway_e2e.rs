@@ -56,9 +56,17 @@ async fn start(database: &TestDatabase) -> UserlensProcess {
             "127.0.0.1:0",
             "--graphql-addr",
             "127.0.0.1:0",
+            "--query-http-addr",
+            "127.0.0.1:0",
         ],
         &env,
-        &["otlp-grpc", "otlp-http", "query-grpc", "graphql"],
+        &[
+            "otlp-grpc",
+            "otlp-http",
+            "query-grpc",
+            "query-http",
+            "graphql",
+        ],
     )
     .await
 }
@@ -367,6 +375,23 @@ async fn all_in_one_serves_the_users_page_over_graphql() {
             let (status, body) = graphql(&url, Some(KEY), &bad).await;
             assert_eq!((status, error_code(&body)), (200, Some("BAD_USER_INPUT")), "{bad}: {body}");
         }
+        for (listener, metric) in [
+            ("otlp-http", "userlens_ingest_spans_accepted_total 8"),
+            ("query-http", "userlens_query_requests_total"),
+            ("graphql", "userlens_gateway"),
+        ] {
+            let text = reqwest::get(format!("http://{}/metrics", aio.addr(listener)))
+                .await
+                .expect("GET /metrics")
+                .text()
+                .await
+                .expect("metrics text");
+            assert!(
+                text.contains(metric),
+                "{listener} /metrics lacks {metric}:\n{text}"
+            );
+        }
+
         let deep = "{ userDetail(userId: \"ada\") { breakdowns { models { tokens { total } } } } }";
         let (_, body) = graphql(&url, Some(KEY), deep).await;
         assert!(

@@ -180,6 +180,9 @@ pub struct AllInOneArgs {
     /// Listen address of the gRPC UsersQueryService.
     #[arg(long, env = "USERLENS_QUERY_ADDR", default_value = "127.0.0.1:50051")]
     pub query_addr: SocketAddr,
+    /// Listen address of `/metrics` and `/healthz` of the users-query role; unset: not served.
+    #[arg(long, env = "USERLENS_QUERY_HTTP_ADDR")]
+    pub query_http_addr: Option<SocketAddr>,
     /// Where the API key created on first start is kept (read on every later start).
     #[arg(long, env = "USERLENS_KEY_FILE", default_value = "./data/api-key")]
     pub key_file: PathBuf,

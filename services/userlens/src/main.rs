@@ -139,6 +139,10 @@ async fn all_in_one(args: AllInOneArgs) -> Result<(), CliError> {
     let cache = result_cache(&args.cache)?;
     let (ingest_grpc, ingest_http) = bind_ingest(&args.ingest).await?;
     let query = bind(args.query_addr).await?;
+    let query_http = match args.query_http_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let graphql = bind(args.gateway.graphql_addr).await?;
     let query_addr = query.local_addr().map_err(|source| CliError::Bind {
         addr: args.query_addr,
@@ -153,6 +157,9 @@ async fn all_in_one(args: AllInOneArgs) -> Result<(), CliError> {
             ("graphql", &graphql),
         ],
     );
+    if let Some(query_http) = &query_http {
+        announce("all-in-one", &[("query-http", query_http)]);
+    }
     if let Some(key) = key {
         println!("userlens API key (project default): {key}");
     }
@@ -168,7 +175,7 @@ async fn all_in_one(args: AllInOneArgs) -> Result<(), CliError> {
         ingest_http,
         shutdown.clone(),
     );
-    let users_query = userlens_users_query::serve(db, cache, query, None, shutdown.clone());
+    let users_query = userlens_users_query::serve(db, cache, query, query_http, shutdown.clone());
     let gateway = userlens_gateway::serve(
         graphql,
         gateway_settings(&args.gateway, format!("http://{query_addr}")),
