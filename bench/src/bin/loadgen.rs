@@ -1,0 +1,427 @@
+//! Ingest load generator: starts the `userlens ingest` binary on a database, drives it with
+//! synthetic LLM traces over OTLP/gRPC, OTLP/HTTP protobuf or the native `StreamSpans`, and
+//! prints spans/s, request latency percentiles, errors, and the server's peak RSS.
+//!
+//! cargo build --release --bin userlens && cargo run --release -p userlens-bench --bin loadgen -- \
+//!     --database-url postgres://postgres@127.0.0.1:5432/userlens_load --transport grpc \
+//!     --concurrency 8 --batch-spans 512 --seconds 60
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Mutex;
+use userlens_bench::{DATASET_END_NS, Percentiles, ms};
+use userlens_datagen::{Dataset, DatasetSpec};
+use userlens_proto::ingest::v1::ingest_service_client::IngestServiceClient;
+use userlens_proto::ingest::v1::{BatchOutcome, SpanBatch};
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Transport {
+    Grpc,
+    Http,
+    Stream,
+}
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    database_url: String,
+    #[arg(long, value_enum, default_value = "grpc")]
+    transport: Transport,
+    /// Requests (or, for the stream, batches) in flight.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Spans per request, about (whole traces of ≈ 4.2 spans are sent).
+    #[arg(long, default_value_t = 512)]
+    batch_spans: u64,
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    #[arg(long, default_value_t = 50_000)]
+    users: u64,
+    /// The userlens binary; defaults to the release build next to this one.
+    #[arg(long)]
+    userlens: Option<PathBuf>,
+    /// Extra arguments for `userlens ingest` (e.g. --max-queued-spans=20000).
+    #[arg(long, allow_hyphen_values = true)]
+    ingest_arg: Vec<String>,
+}
+
+const KEY: &str = "ul_loadgen_key";
+
+struct Totals {
+    spans: AtomicU64,
+    requests: AtomicU64,
+    retryable: AtomicU64,
+    failed: AtomicU64,
+    latencies: Mutex<Vec<Duration>>,
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let binary = args.userlens.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("userlens")))
+            .unwrap_or_else(|| PathBuf::from("userlens"))
+    });
+    let mut child = tokio::process::Command::new(&binary)
+        .arg("ingest")
+        .args([
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(&args.ingest_arg)
+        .env("USERLENS_DATABASE_URL", &args.database_url)
+        .env("USERLENS_API_KEY", KEY)
+        .env("RUST_LOG", "warn,userlens=info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+    let pid = child.id().expect("ingest pid");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (mut grpc, mut http) = (None, None);
+    while grpc.is_none() || http.is_none() {
+        let line = lines
+            .next_line()
+            .await
+            .expect("read log")
+            .expect("ingest exited early");
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .map(str::to_owned);
+        if line.contains("listener=\"otlp-grpc\"") {
+            grpc = addr;
+        } else if line.contains("listener=\"otlp-http\"") {
+            http = addr;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (grpc, http) = (grpc.unwrap_or_default(), http.unwrap_or_default());
+
+    let traces_per_request = (args.batch_spans as f64 / 4.2).round().max(1.0) as u64;
+    // Enough distinct traces for the whole run at any plausible rate; indexes are drawn in order.
+    let dataset = Arc::new(Dataset::new(DatasetSpec::new(
+        100_000_000,
+        args.users,
+        30,
+        7,
+        DATASET_END_NS,
+    )));
+    let next_trace = Arc::new(AtomicU64::new(0));
+    let totals = Arc::new(Totals {
+        spans: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        retryable: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        latencies: Mutex::new(Vec::new()),
+    });
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    let next_request = {
+        let dataset = Arc::clone(&dataset);
+        let next_trace = Arc::clone(&next_trace);
+        move || {
+            let first = next_trace.fetch_add(traces_per_request, Ordering::Relaxed);
+            let request = dataset.request(first..first + traces_per_request);
+            let spans: u64 = request
+                .resource_spans
+                .iter()
+                .map(|r| {
+                    r.scope_spans
+                        .iter()
+                        .map(|s| s.spans.len() as u64)
+                        .sum::<u64>()
+                })
+                .sum();
+            (request, spans)
+        }
+    };
+    match args.transport {
+        Transport::Grpc | Transport::Http => {
+            for _ in 0..args.concurrency {
+                let totals = Arc::clone(&totals);
+                let next_request = next_request.clone();
+                let transport = args.transport;
+                let (grpc, http) = (grpc.clone(), http.clone());
+                workers.push(tokio::spawn(async move {
+                    let mut grpc_client = match transport {
+                        Transport::Grpc => Some(
+                            TraceServiceClient::connect(format!("http://{grpc}"))
+                                .await
+                                .expect("connect"),
+                        ),
+                        _ => None,
+                    };
+                    let http_client = http1::Client::new(&http);
+                    while Instant::now() < deadline {
+                        let (request, spans) = next_request();
+                        let sent = Instant::now();
+                        let outcome = match &mut grpc_client {
+                            Some(client) => send_grpc(client, request).await,
+                            None => http_client.post(request.encode_to_vec()).await,
+                        };
+                        record(&totals, outcome, spans, sent.elapsed()).await;
+                    }
+                }));
+            }
+        }
+        Transport::Stream => {
+            let mut client = IngestServiceClient::connect(format!("http://{grpc}"))
+                .await
+                .expect("connect");
+            let (batches, batch_stream) = tokio::sync::mpsc::channel::<SpanBatch>(args.concurrency);
+            let mut request = tonic::Request::new(receiver_stream(batch_stream));
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {KEY}").parse().expect("ascii"),
+            );
+            let mut acks = client
+                .stream_spans(request)
+                .await
+                .expect("open stream")
+                .into_inner();
+            let in_flight = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
+            let sent_at: Arc<Mutex<std::collections::HashMap<u64, (Instant, u64)>>> =
+                Default::default();
+            let producer = {
+                let in_flight = Arc::clone(&in_flight);
+                let sent_at = Arc::clone(&sent_at);
+                let next_request = next_request.clone();
+                tokio::spawn(async move {
+                    let mut sequence = 0u64;
+                    while Instant::now() < deadline {
+                        let Ok(permit) = in_flight.acquire().await else {
+                            break;
+                        };
+                        permit.forget();
+                        let (request, spans) = next_request();
+                        sequence += 1;
+                        sent_at
+                            .lock()
+                            .await
+                            .insert(sequence, (Instant::now(), spans));
+                        if batches
+                            .send(SpanBatch {
+                                sequence,
+                                resource_spans: request.resource_spans,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                })
+            };
+            let totals_for_acks = Arc::clone(&totals);
+            workers.push(tokio::spawn(async move {
+                while let Ok(Some(ack)) = acks.message().await {
+                    let (sent, spans) = sent_at
+                        .lock()
+                        .await
+                        .remove(&ack.sequence)
+                        .unwrap_or((Instant::now(), 0));
+                    let outcome = if ack.outcome == BatchOutcome::Durable as i32 {
+                        Outcome::Ok
+                    } else if ack.outcome == BatchOutcome::Retry as i32 {
+                        Outcome::Retryable
+                    } else {
+                        Outcome::Failed(ack.message)
+                    };
+                    record(&totals_for_acks, outcome, spans, sent.elapsed()).await;
+                    in_flight.add_permits(1);
+                }
+            }));
+            let _ = producer.await;
+        }
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let spans = totals.spans.load(Ordering::Relaxed);
+    let latencies = std::mem::take(&mut *totals.latencies.lock().await);
+    let p = Percentiles::of(latencies);
+    println!(
+        "transport: {:?}, concurrency {}, ~{} spans per request ({} traces), {:.0} s",
+        args.transport, args.concurrency, args.batch_spans, traces_per_request, elapsed
+    );
+    println!(
+        "acknowledged spans: {spans} ({:.0} spans/s)",
+        spans as f64 / elapsed
+    );
+    println!(
+        "requests: {} ok, {} retryable refusals (429 / RESOURCE_EXHAUSTED / RETRY), {} failed",
+        totals.requests.load(Ordering::Relaxed),
+        totals.retryable.load(Ordering::Relaxed),
+        totals.failed.load(Ordering::Relaxed)
+    );
+    println!(
+        "latency of acknowledged requests: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+        ms(p.p50),
+        ms(p.p95),
+        ms(p.p99)
+    );
+    match peak_rss_kib(pid) {
+        Some(kib) => println!("ingest peak RSS: {:.0} MiB", kib as f64 / 1024.0),
+        None => println!("ingest peak RSS: unknown"),
+    }
+    let _ = child.kill().await;
+}
+
+enum Outcome {
+    Ok,
+    Retryable,
+    Failed(String),
+}
+
+async fn record(totals: &Totals, outcome: Outcome, spans: u64, latency: Duration) {
+    match outcome {
+        Outcome::Ok => {
+            totals.spans.fetch_add(spans, Ordering::Relaxed);
+            totals.requests.fetch_add(1, Ordering::Relaxed);
+            totals.latencies.lock().await.push(latency);
+        }
+        Outcome::Retryable => {
+            totals.retryable.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Outcome::Failed(message) => {
+            if totals.failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                eprintln!("request failed: {message}");
+            }
+        }
+    }
+}
+
+async fn send_grpc(
+    client: &mut TraceServiceClient<tonic::transport::Channel>,
+    request: ExportTraceServiceRequest,
+) -> Outcome {
+    let mut call = tonic::Request::new(request);
+    call.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {KEY}").parse().expect("ascii"),
+    );
+    match client.export(call).await {
+        Ok(_) => Outcome::Ok,
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+            ) =>
+        {
+            Outcome::Retryable
+        }
+        Err(status) => Outcome::Failed(status.to_string()),
+    }
+}
+
+fn receiver_stream(
+    mut receiver: tokio::sync::mpsc::Receiver<SpanBatch>,
+) -> impl futures::Stream<Item = SpanBatch> {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+/// A minimal HTTP/1.1 client for `POST /v1/traces` over keep-alive connections.
+mod http1 {
+    use super::{KEY, Outcome};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpStream;
+    use tokio::sync::Mutex;
+
+    pub struct Client {
+        addr: String,
+        connection: Mutex<Option<BufReader<TcpStream>>>,
+    }
+
+    impl Client {
+        pub fn new(addr: &str) -> Self {
+            Self {
+                addr: addr.to_owned(),
+                connection: Mutex::new(None),
+            }
+        }
+
+        pub async fn post(&self, body: Vec<u8>) -> Outcome {
+            let mut guard = self.connection.lock().await;
+            if guard.is_none() {
+                match TcpStream::connect(&self.addr).await {
+                    Ok(stream) => {
+                        let _ = stream.set_nodelay(true);
+                        *guard = Some(BufReader::new(stream));
+                    }
+                    Err(e) => return Outcome::Failed(e.to_string()),
+                }
+            }
+            let Some(connection) = guard.as_mut() else {
+                return Outcome::Failed("no connection".into());
+            };
+            let head = format!(
+                "POST /v1/traces HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-protobuf\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n",
+                self.addr,
+                body.len()
+            );
+            let result = async {
+                connection.get_mut().write_all(head.as_bytes()).await?;
+                connection.get_mut().write_all(&body).await?;
+                let mut status_line = String::new();
+                connection.read_line(&mut status_line).await?;
+                let status: u16 = status_line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    connection.read_line(&mut line).await?;
+                    let line = line.trim_end();
+                    if line.is_empty() {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut response = vec![0; length];
+                connection.read_exact(&mut response).await?;
+                Ok::<u16, std::io::Error>(status)
+            }
+            .await;
+            match result {
+                Ok(200) => Outcome::Ok,
+                Ok(429 | 503) => Outcome::Retryable,
+                Ok(status) => Outcome::Failed(format!("HTTP {status}")),
+                Err(e) => {
+                    *guard = None;
+                    Outcome::Failed(e.to_string())
+                }
+            }
+        }
+    }
+}
