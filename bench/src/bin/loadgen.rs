@@ -52,6 +52,16 @@ struct Args {
     /// Extra arguments for `userlens ingest` (e.g. --max-queued-spans=20000).
     #[arg(long, allow_hyphen_values = true)]
     ingest_arg: Vec<String>,
+    /// Instead of the service, write the same span rows straight into the raw spans table:
+    /// `copy` (PostgreSQL COPY, the physical limit) or `insert` (one INSERT per span).
+    #[arg(long, value_enum)]
+    baseline: Option<Baseline>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Baseline {
+    Copy,
+    Insert,
 }
 
 const KEY: &str = "ul_loadgen_key";
@@ -75,6 +85,10 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(baseline) = args.baseline {
+        baseline::run(&args, baseline).await;
+        return;
+    }
     let binary = args.userlens.clone().unwrap_or_else(|| {
         std::env::current_exe()
             .ok()
@@ -423,5 +437,165 @@ mod http1 {
                 }
             }
         }
+    }
+}
+
+/// The same rows without the service: what the database alone can take.
+mod baseline {
+    use std::time::{Duration, Instant};
+
+    use sea_orm::{ConnectionTrait, Statement};
+    use userlens_bench::DATASET_END_NS;
+    use userlens_datagen::{Dataset, DatasetSpec};
+    use userlens_ingest::mapping::convert_resource_spans;
+    use userlens_storage::{DatabaseSettings, SpanRecord, keys};
+
+    use super::{Args, Baseline};
+
+    const COLUMNS: &str = "project_id, trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, \
+        status_code, status_message, user_id, user_email, session_id, provider, model, is_llm_call, \
+        input_tokens, output_tokens, cached_input_tokens, cost_nano, tool_name, issue_id, issue_title, \
+        behaviours, attributes, resource_attributes";
+
+    fn csv_text(out: &mut String, value: Option<&str>) {
+        if let Some(value) = value {
+            out.push('"');
+            out.push_str(&value.replace('"', "\"\""));
+            out.push('"');
+        }
+        out.push(',');
+    }
+
+    fn csv_row(out: &mut String, project_id: i64, span: &SpanRecord) {
+        let s = &span.stored;
+        let f = &s.facts;
+        let number = |n: Option<i64>| n.map(|n| n.to_string());
+        out.push_str(&format!(
+            "{project_id},\\x{},\\x{},{},",
+            hex::encode(span.trace_id),
+            hex::encode(s.span_id),
+            s.parent_span_id
+                .map(|p| format!("\\x{}", hex::encode(p)))
+                .unwrap_or_default()
+        ));
+        csv_text(out, Some(&span.name));
+        out.push_str(&format!(
+            "{},{},{},{},",
+            span.kind, s.start_ns, s.end_ns, s.status_code
+        ));
+        csv_text(out, span.status_message.as_deref());
+        for text in [
+            &f.user_id,
+            &f.user_email,
+            &f.session_id,
+            &f.provider,
+            &f.model,
+        ] {
+            csv_text(out, text.as_deref());
+        }
+        out.push_str(if f.is_llm_call { "t," } else { "f," });
+        for n in [
+            f.input_tokens,
+            f.output_tokens,
+            f.cached_input_tokens,
+            f.cost_nano,
+        ] {
+            out.push_str(&number(n).unwrap_or_default());
+            out.push(',');
+        }
+        for text in [&f.tool_name, &f.issue_id, &f.issue_title] {
+            csv_text(out, text.as_deref());
+        }
+        let behaviours = (!f.behaviours.is_empty()).then(|| format!("{:?}", f.behaviours));
+        csv_text(out, behaviours.as_deref());
+        csv_text(out, Some(&span.attributes_json));
+        out.push('"');
+        out.push_str(&span.resource_attributes_json.replace('"', "\"\""));
+        out.push_str("\"\n");
+    }
+
+    pub async fn run(args: &Args, baseline: Baseline) {
+        let db = userlens_storage::connect(&DatabaseSettings::new(args.database_url.clone()))
+            .await
+            .expect("connect");
+        userlens_storage::migrate(&db).await.expect("migrate");
+        let project = format!("baseline-{:?}-{}", baseline, std::process::id()).to_lowercase();
+        let (project_id, _) = keys::create_key(&db, &project).await.expect("project");
+        let dataset = Dataset::new(DatasetSpec::new(
+            100_000_000,
+            args.users,
+            30,
+            11,
+            DATASET_END_NS,
+        ));
+        let traces_per_request = (args.batch_spans as f64 / 4.2).round().max(1.0) as u64;
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let started = Instant::now();
+        let mut next = 0u64;
+        let mut spans_written = 0u64;
+        while Instant::now() < deadline {
+            let request = dataset.request(next..next + traces_per_request);
+            next += traces_per_request;
+            let spans = convert_resource_spans(&request.resource_spans).accepted;
+            match baseline {
+                Baseline::Copy => {
+                    let mut data = String::new();
+                    for span in &spans {
+                        csv_row(&mut data, project_id, span);
+                    }
+                    let mut connection = db
+                        .get_postgres_connection_pool()
+                        .acquire()
+                        .await
+                        .expect("connection");
+                    let mut copy = connection
+                        .copy_in_raw(&format!("COPY spans ({COLUMNS}) FROM STDIN (FORMAT csv)"))
+                        .await
+                        .expect("start COPY");
+                    copy.send(data.into_bytes()).await.expect("send rows");
+                    copy.finish().await.expect("finish COPY");
+                }
+                Baseline::Insert => {
+                    for span in &spans {
+                        let s = &span.stored;
+                        let statement = Statement::from_sql_and_values(
+                            db.get_database_backend(),
+                            "INSERT INTO spans (project_id, trace_id, span_id, parent_span_id, name, kind, start_ns, \
+                             end_ns, status_code, user_id, session_id, model, is_llm_call, cost_nano, attributes, \
+                             resource_attributes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                            [
+                                project_id.into(),
+                                span.trace_id.to_vec().into(),
+                                s.span_id.to_vec().into(),
+                                s.parent_span_id.map(|p| p.to_vec()).into(),
+                                span.name.clone().into(),
+                                span.kind.into(),
+                                s.start_ns.into(),
+                                s.end_ns.into(),
+                                s.status_code.into(),
+                                s.facts.user_id.clone().into(),
+                                s.facts.session_id.clone().into(),
+                                s.facts.model.clone().into(),
+                                s.facts.is_llm_call.into(),
+                                s.facts.cost_nano.into(),
+                                span.attributes_json.clone().into(),
+                                span.resource_attributes_json.clone().into(),
+                            ],
+                        );
+                        db.execute_raw(statement).await.expect("insert");
+                    }
+                }
+            }
+            spans_written += spans.len() as u64;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "baseline: {baseline:?} into the raw spans table, ~{} spans per statement batch, {elapsed:.0} s",
+            args.batch_spans
+        );
+        println!(
+            "written spans: {spans_written} ({:.0} spans/s)",
+            spans_written as f64 / elapsed
+        );
     }
 }
