@@ -6,5 +6,6 @@ mod derivation;
 mod gateway_e2e;
 mod ingest_e2e;
 mod ingest_errors;
+mod ingest_overload;
 mod query_figures;
 mod query_service;

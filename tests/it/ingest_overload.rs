@@ -1,0 +1,187 @@
+//! An overload burst: requests beyond the write queue are refused with a retryable status,
+//! every acknowledged span is stored exactly once, refused requests leave nothing behind,
+//! and retrying the refused ones completes the data set.
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use userlens_datagen::{Dataset, DatasetSpec};
+use userlens_storage::{keys, read};
+use userlens_tests::for_each_backend;
+use userlens_tests::process::UserlensProcess;
+
+const KEY: &str = "ul_overload_key";
+const REQUESTS: u64 = 24;
+const TRACES_PER_REQUEST: u64 = 40;
+
+fn span_count(request: &ExportTraceServiceRequest) -> u64 {
+    request
+        .resource_spans
+        .iter()
+        .map(|r| {
+            r.scope_spans
+                .iter()
+                .map(|s| s.spans.len() as u64)
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Stored,
+    Refused,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overload_burst_sheds_retryably_and_loses_nothing_acknowledged() {
+    for_each_backend!(|database| {
+        let ingest = UserlensProcess::start(
+            &[
+                "ingest",
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--otlp-http-addr",
+                "127.0.0.1:0",
+                "--max-queued-spans",
+                "600",
+            ],
+            &[
+                ("USERLENS_DATABASE_URL", &database.url),
+                ("USERLENS_API_KEY", KEY),
+            ],
+            &["otlp-grpc", "otlp-http"],
+        )
+        .await;
+        let project = keys::resolve_key(&database.db, KEY)
+            .await
+            .expect("keys")
+            .expect("project");
+        let dataset = Dataset::new(DatasetSpec::new(
+            REQUESTS * TRACES_PER_REQUEST,
+            30,
+            7,
+            3,
+            1_790_000_000_000_000_000,
+        ));
+        let requests: Vec<ExportTraceServiceRequest> = (0..REQUESTS)
+            .map(|i| dataset.request(i * TRACES_PER_REQUEST..(i + 1) * TRACES_PER_REQUEST))
+            .collect();
+        let total_spans: u64 = requests.iter().map(span_count).sum();
+
+        // Hold the project's row lock: the writer stalls on its first batch and the queue
+        // fills, so the burst below meets a full queue.
+        let blocker = database.connect_again().await;
+        let lock = blocker.begin().await.expect("begin");
+        lock.execute_unprepared(&format!(
+            "UPDATE projects SET name = name WHERE id = {project}"
+        ))
+        .await
+        .expect("lock the project row");
+
+        let http_url = format!("http://{}/v1/traces", ingest.addr("otlp-http"));
+        let grpc_url = format!("http://{}", ingest.addr("otlp-grpc"));
+        let mut burst = tokio::task::JoinSet::new();
+        for (i, request) in requests.iter().cloned().enumerate() {
+            let (http_url, grpc_url) = (http_url.clone(), grpc_url.clone());
+            burst.spawn(async move {
+                let answer = if i % 2 == 0 {
+                    let response = reqwest::Client::new()
+                        .post(&http_url)
+                        .header("content-type", "application/x-protobuf")
+                        .header("authorization", format!("Bearer {KEY}"))
+                        .body(request.encode_to_vec())
+                        .send()
+                        .await
+                        .expect("send");
+                    match response.status().as_u16() {
+                        200 => Answer::Stored,
+                        429 => {
+                            assert!(
+                                response.headers().get("retry-after").is_some(),
+                                "429 carries Retry-After"
+                            );
+                            Answer::Refused
+                        }
+                        other => panic!("unexpected HTTP {other}"),
+                    }
+                } else {
+                    let mut client = TraceServiceClient::connect(grpc_url)
+                        .await
+                        .expect("connect");
+                    let mut call = tonic::Request::new(request);
+                    call.metadata_mut().insert(
+                        "authorization",
+                        format!("Bearer {KEY}").parse().expect("ascii"),
+                    );
+                    match client.export(call).await {
+                        Ok(_) => Answer::Stored,
+                        Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                            Answer::Refused
+                        }
+                        Err(status) => panic!("unexpected status {status}"),
+                    }
+                };
+                (i, answer)
+            });
+        }
+        // Let the burst reach the server and fill the queue, then let the writer go.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        lock.rollback().await.expect("release the lock");
+        let mut answers = vec![Answer::Refused; REQUESTS as usize];
+        while let Some(done) = burst.join_next().await {
+            let (i, answer) = done.expect("request task");
+            answers[i] = answer;
+        }
+        let stored: Vec<usize> = (0..answers.len())
+            .filter(|&i| answers[i] == Answer::Stored)
+            .collect();
+        let refused: Vec<usize> = (0..answers.len())
+            .filter(|&i| answers[i] == Answer::Refused)
+            .collect();
+        assert!(!refused.is_empty(), "the burst overloaded the queue");
+        assert!(!stored.is_empty(), "some of the burst was accepted");
+
+        // Exactly the acknowledged requests' spans are stored, once each.
+        let acknowledged: u64 = stored.iter().map(|&i| span_count(&requests[i])).sum();
+        assert_eq!(
+            read::span_count(&database.db, project)
+                .await
+                .expect("count"),
+            acknowledged
+        );
+        let traces = read::traces_changed_since(&database.db, project, -1)
+            .await
+            .expect("traces");
+        assert_eq!(
+            traces.len() as u64,
+            stored.len() as u64 * TRACES_PER_REQUEST
+        );
+
+        // Retrying what was refused completes the data set.
+        let mut client = TraceServiceClient::connect(grpc_url.clone())
+            .await
+            .expect("connect");
+        for &i in &refused {
+            let mut call = tonic::Request::new(requests[i].clone());
+            call.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {KEY}").parse().expect("ascii"),
+            );
+            client
+                .export(call)
+                .await
+                .expect("a retry succeeds once the burst is over");
+        }
+        assert_eq!(
+            read::span_count(&database.db, project)
+                .await
+                .expect("count"),
+            total_spans
+        );
+        ingest.stop().await;
+    });
+}
