@@ -154,13 +154,10 @@ async fn commit_project_group(
         }
         return;
     }
-    let spans: Vec<SpanRecord> = jobs
-        .iter()
-        .flat_map(|job| job.spans.iter().cloned())
-        .collect();
-    match write_spans(db, project_id, &spans).await {
+    let span_count = jobs.iter().map(|job| job.spans.len()).sum();
+    match write_spans(db, project_id, jobs.iter().flat_map(|job| job.spans.iter())).await {
         Ok(summary) => {
-            metrics.record_commit(spans.len());
+            metrics.record_commit(span_count);
             for job in jobs {
                 let _ = job.reply.send(Ok(summary));
             }

@@ -42,12 +42,12 @@ pub struct WriteSummary {
 
 /// Writes spans of one project in one transaction. Within `spans`, a later copy of the same
 /// (trace id, span id) replaces an earlier one. Nothing is written unless everything is.
-pub async fn write_spans(
+pub async fn write_spans<'a>(
     db: &DatabaseConnection,
     project_id: i64,
-    spans: &[SpanRecord],
+    spans: impl IntoIterator<Item = &'a SpanRecord>,
 ) -> Result<WriteSummary, StorageError> {
-    let mut latest: HashMap<([u8; 16], [u8; 8]), &SpanRecord> = HashMap::with_capacity(spans.len());
+    let mut latest: HashMap<([u8; 16], [u8; 8]), &SpanRecord> = HashMap::new();
     for span in spans {
         latest.insert((span.trace_id, span.stored.span_id), span);
     }
