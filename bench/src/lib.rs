@@ -112,16 +112,7 @@ pub async fn ensure_dataset(db: &DatabaseConnection, project: &str, spec: Datase
                 format!("Bearer {key}").parse().expect("ascii key");
             tasks.spawn(async move {
                 let request = dataset.request(range.clone());
-                let span_count: u64 = request
-                    .resource_spans
-                    .iter()
-                    .map(|r| {
-                        r.scope_spans
-                            .iter()
-                            .map(|s| s.spans.len() as u64)
-                            .sum::<u64>()
-                    })
-                    .sum();
+                let span_count = userlens_datagen::span_count(&request);
                 loop {
                     let mut call = tonic::Request::new(request.clone());
                     call.metadata_mut()

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use sea_orm::{ConnectionTrait, TransactionTrait};
-use userlens_datagen::{Dataset, DatasetSpec};
+use userlens_datagen::{Dataset, DatasetSpec, span_count};
 use userlens_storage::{keys, read};
 use userlens_tests::for_each_backend;
 use userlens_tests::process::UserlensProcess;
@@ -16,19 +16,6 @@ use userlens_tests::process::UserlensProcess;
 const KEY: &str = "ul_overload_key";
 const REQUESTS: u64 = 24;
 const TRACES_PER_REQUEST: u64 = 40;
-
-fn span_count(request: &ExportTraceServiceRequest) -> u64 {
-    request
-        .resource_spans
-        .iter()
-        .map(|r| {
-            r.scope_spans
-                .iter()
-                .map(|s| s.spans.len() as u64)
-                .sum::<u64>()
-        })
-        .sum()
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {

@@ -62,6 +62,7 @@ use userlens_tests::otlp::{
     with_attributes,
 };
 use userlens_tests::stack::{CacheChoice, Stack};
+use userlens_users_query::convert::ns_to_timestamp as ts;
 
 const NS: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
@@ -80,13 +81,6 @@ const R1_TO: i64 = at(8, 0, 0, 0, 0);
 /// R2: narrower, unaligned ends.
 const R2_FROM: i64 = at(2, 10, 17, 23, 456);
 const R2_TO: i64 = at(4, 5, 43, 10, 1);
-
-fn ts(ns: i64) -> Timestamp {
-    Timestamp {
-        seconds: ns.div_euclid(NS),
-        nanos: ns.rem_euclid(NS) as i32,
-    }
-}
 
 fn range(from_ns: i64, to_ns: i64) -> Option<TimeRange> {
     Some(TimeRange {

@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 
-use prost_types::Timestamp;
 use userlens_datagen::{Dataset, DatasetSpec};
 use userlens_proto::query::v1::{ListUsersRequest, OrderDirection, TimeRange, UserOrderField};
 use userlens_tests::for_each_backend;
@@ -11,17 +10,11 @@ use userlens_tests::otlp::{
     kv, request, resource_spans, span, span_id, string, trace_id, with_attributes,
 };
 use userlens_tests::stack::{CacheChoice, Stack};
+use userlens_users_query::convert::ns_to_timestamp as ts;
 
 const NS: i64 = 1_000_000_000;
 /// 2026-03-01T00:00:00Z.
 const MARCH_1: i64 = 1_772_323_200 * NS;
-
-fn ts(ns: i64) -> Timestamp {
-    Timestamp {
-        seconds: ns.div_euclid(NS),
-        nanos: ns.rem_euclid(NS) as i32,
-    }
-}
 
 fn range(from_ns: i64, to_ns: i64) -> Option<TimeRange> {
     Some(TimeRange {

@@ -159,16 +159,7 @@ async fn main() {
         move || {
             let first = next_trace.fetch_add(traces_per_request, Ordering::Relaxed);
             let request = dataset.request(first..first + traces_per_request);
-            let spans: u64 = request
-                .resource_spans
-                .iter()
-                .map(|r| {
-                    r.scope_spans
-                        .iter()
-                        .map(|s| s.spans.len() as u64)
-                        .sum::<u64>()
-                })
-                .sum();
+            let spans = userlens_datagen::span_count(&request);
             (request, spans)
         }
     };

@@ -10,7 +10,6 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use prost_types::Timestamp;
 use sea_orm::{ConnectionTrait, Statement};
 use tokio::net::TcpListener;
 use tonic::Request;
@@ -24,6 +23,7 @@ use userlens_proto::query::v1::{
 };
 use userlens_storage::DatabaseSettings;
 use userlens_users_query::ResultCache;
+use userlens_users_query::convert::ns_to_timestamp as ts;
 
 #[derive(Parser)]
 struct Args {
@@ -49,13 +49,6 @@ struct Args {
 }
 
 const NS: i64 = 1_000_000_000;
-
-fn ts(ns: i64) -> Timestamp {
-    Timestamp {
-        seconds: ns.div_euclid(NS),
-        nanos: ns.rem_euclid(NS) as i32,
-    }
-}
 
 fn range(from_ns: i64, to_ns: i64) -> Option<TimeRange> {
     Some(TimeRange {

@@ -331,6 +331,16 @@ impl Dataset {
     }
 }
 
+/// Spans in an export request.
+pub fn span_count(request: &ExportTraceServiceRequest) -> u64 {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len() as u64)
+        .sum()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn span(
     trace_id: [u8; 16],
