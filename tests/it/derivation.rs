@@ -5,7 +5,10 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sea_orm::ConnectionTrait;
-use userlens_storage::{SpanFacts, SpanRecord, StoredSpan, TraceRow, keys, read, write_spans};
+use userlens_storage::{
+    Annotation, SpanFacts, SpanRecord, StoredSpan, TraceRow, annotate_trace, keys, read,
+    write_spans,
+};
 use userlens_tests::for_each_backend;
 
 /// Random spans of a few traces: parents among earlier spans of the same trace, facts
@@ -178,13 +181,13 @@ async fn a_write_that_fails_part_way_leaves_nothing_behind() {
             .await
             .expect("generation");
 
-        // The spans insert succeeds, the trace upsert after it fails: the transaction must
-        // take the spans back out and leave the generation where it was.
+        // The trace locks and the spans upsert succeed, reading annotations after them fails:
+        // the transaction must take the spans back out and leave the generation where it was.
         database
             .db
-            .execute_unprepared("DROP TABLE traces")
+            .execute_unprepared("DROP TABLE trace_annotations")
             .await
-            .expect("drop traces");
+            .expect("drop trace_annotations");
         let mut second = random_spans(&mut rng);
         for span in &mut second {
             span.trace_id[1] = 0xee;
@@ -192,7 +195,7 @@ async fn a_write_that_fails_part_way_leaves_nothing_behind() {
         let result = write_spans(&database.db, project, &second).await;
         assert!(
             result.is_err(),
-            "the write must fail without the traces table"
+            "the write must fail without the trace_annotations table"
         );
         assert_eq!(
             read::span_count(&database.db, project)
@@ -206,5 +209,127 @@ async fn a_write_that_fails_part_way_leaves_nothing_behind() {
                 .expect("generation"),
             generation_before
         );
+    });
+}
+
+/// Writers running at the same time on overlapping traces (as several writer tasks or
+/// several ingest processes do) give the same traces as one writer given every span in
+/// order, and every committed generation is distinct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_on_overlapping_traces_give_the_same_traces() {
+    const CASES: u64 = 12;
+    for_each_backend!(|database| {
+        for seed in 0..CASES {
+            let mut rng = StdRng::seed_from_u64(1_000 + seed);
+            let mut spans = Vec::new();
+            for round in 0..6u8 {
+                let mut more = random_spans(&mut rng);
+                for span in &mut more {
+                    span.trace_id[2] = round;
+                }
+                spans.extend(more);
+            }
+            let trace_ids: Vec<[u8; 16]> = {
+                let mut ids: Vec<[u8; 16]> = spans.iter().map(|s| s.trace_id).collect();
+                ids.sort();
+                ids.dedup();
+                ids
+            };
+            let annotated: Vec<[u8; 16]> = trace_ids.iter().step_by(3).copied().collect();
+            // One of them names a trace whose spans never arrive.
+            let mut ghost = [0xab; 16];
+            ghost[0] = seed as u8;
+            let annotated: Vec<[u8; 16]> = annotated.into_iter().chain([ghost]).collect();
+            let annotation = |trace_id: [u8; 16]| {
+                vec![
+                    Annotation::Issue {
+                        id: format!("issue-{}", trace_id[15] % 3),
+                        title: Some("Late annotation".into()),
+                    },
+                    Annotation::Behaviour("escalated".into()),
+                ]
+            };
+
+            let in_order = keys::ensure_project(&database.db, &format!("one-writer-{seed}"))
+                .await
+                .expect("project");
+            let concurrent = keys::ensure_project(&database.db, &format!("concurrent-{seed}"))
+                .await
+                .expect("project");
+            for trace_id in &annotated {
+                annotate_trace(&database.db, in_order, *trace_id, &annotation(*trace_id))
+                    .await
+                    .expect("annotate");
+            }
+            write_spans(&database.db, in_order, &spans)
+                .await
+                .expect("write in order");
+
+            // Every span at least once, some twice (identical copies), shuffled, in batches
+            // of 1..=12 spans, written by many tasks at once alongside the annotations.
+            let mut deliveries = spans.clone();
+            for span in &spans {
+                if rng.random_bool(0.4) {
+                    deliveries.push(span.clone());
+                }
+            }
+            deliveries.shuffle(&mut rng);
+            let mut batches = Vec::new();
+            let mut rest = deliveries.as_slice();
+            while !rest.is_empty() {
+                let take = rng.random_range(1..=rest.len().min(12));
+                let (batch, tail) = rest.split_at(take);
+                batches.push(batch.to_vec());
+                rest = tail;
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for batch in batches {
+                let db = database.db.clone();
+                tasks.spawn(async move {
+                    write_spans(&db, concurrent, &batch)
+                        .await
+                        .map(|summary| summary.generation)
+                });
+            }
+            for trace_id in annotated.clone() {
+                let db = database.db.clone();
+                let annotations = annotation(trace_id);
+                tasks.spawn(async move {
+                    annotate_trace(&db, concurrent, trace_id, &annotations)
+                        .await
+                        .map(|summary| summary.generation)
+                });
+            }
+            let mut generations = Vec::new();
+            while let Some(joined) = tasks.join_next().await {
+                let generation = joined.expect("writer task").expect("concurrent write");
+                generations.push(generation);
+            }
+            let committed = generations.len();
+            generations.sort_unstable();
+            generations.dedup();
+            assert_eq!(
+                generations.len(),
+                committed,
+                "every write has its own generation"
+            );
+
+            let expected = all_traces(&database.db, in_order).await;
+            let actual = all_traces(&database.db, concurrent).await;
+            assert_eq!(
+                actual.len(),
+                trace_ids.len(),
+                "no row for a trace without spans"
+            );
+            assert_eq!(actual, expected, "seed {seed} on {:?}", database.backend);
+            assert_eq!(
+                read::span_count(&database.db, concurrent)
+                    .await
+                    .expect("count"),
+                read::span_count(&database.db, in_order)
+                    .await
+                    .expect("count"),
+            );
+        }
     });
 }

@@ -1,6 +1,9 @@
-//! Ingest load generator: starts the `userlens ingest` binary on a database, drives it with
-//! synthetic LLM traces over OTLP/gRPC, OTLP/HTTP protobuf or the native `StreamSpans`, and
-//! prints spans/s, request latency percentiles, errors, and the server's peak RSS.
+//! Ingest load generator: starts the `userlens ingest` binary on a fresh database, drives it
+//! with synthetic LLM traces over OTLP/gRPC, OTLP/HTTP protobuf or the native `StreamSpans`,
+//! and prints spans/s (acknowledged and offered), request latency percentiles, errors, the
+//! server's peak RSS, and whether every acknowledged span was stored. Then, in the same run,
+//! it writes the same kind of rows with PostgreSQL `COPY` straight into the raw spans table
+//! of another fresh database for as long, and prints the ratio.
 //!
 //! cargo build --release --bin userlens && cargo run --release -p userlens-bench --bin loadgen -- \
 //!     --database-url postgres://postgres@127.0.0.1:5432/userlens_load --transport grpc \
@@ -32,8 +35,13 @@ enum Transport {
 
 #[derive(Parser)]
 struct Args {
+    /// A PostgreSQL database url; the run drops and creates this database (and one named
+    /// `<name>_copy` for the COPY baseline) before using it.
     #[arg(long)]
     database_url: String,
+    /// Skip the COPY baseline after the service run.
+    #[arg(long)]
+    no_copy_baseline: bool,
     #[arg(long, value_enum, default_value = "grpc")]
     transport: Transport,
     /// Requests (or, for the stream, batches) in flight.
@@ -70,6 +78,7 @@ struct Totals {
     spans: AtomicU64,
     requests: AtomicU64,
     retryable: AtomicU64,
+    refused_spans: AtomicU64,
     failed: AtomicU64,
     latencies: Mutex<Vec<Duration>>,
 }
@@ -82,13 +91,62 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU time (user + system) the process has used, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     if let Some(baseline) = args.baseline {
-        baseline::run(&args, baseline).await;
+        let url = fresh_database(&args.database_url, "").await;
+        baseline::run(&args, &url, baseline).await;
         return;
     }
+    let service_url = fresh_database(&args.database_url, "").await;
+    let service_rate = run_service(&args, &service_url).await;
+    if !args.no_copy_baseline {
+        let copy_url = fresh_database(&args.database_url, "_copy").await;
+        let copy_rate = baseline::run(&args, &copy_url, Baseline::Copy).await;
+        println!(
+            "service / COPY: {service_rate:.0} / {copy_rate:.0} = {:.2}",
+            service_rate / copy_rate
+        );
+    }
+}
+
+/// Drops and creates the database of `url` (its name plus `suffix`); returns its url.
+async fn fresh_database(url: &str, suffix: &str) -> String {
+    let (server, name) = url
+        .rsplit_once('/')
+        .expect("a database url ends with /<database name>");
+    let name = format!("{}{suffix}", name.split('?').next().unwrap_or(name));
+    assert!(
+        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "database name {name:?}: letters, digits and _ only"
+    );
+    let admin = sea_orm::Database::connect(format!("{server}/postgres"))
+        .await
+        .expect("connect to the postgres database");
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sea_orm::ConnectionTrait::execute_unprepared(&admin, &sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    format!("{server}/{name}")
+}
+
+/// Runs the service phase; returns the acknowledged spans per second.
+async fn run_service(args: &Args, database_url: &str) -> f64 {
     let binary = args.userlens.clone().unwrap_or_else(|| {
         std::env::current_exe()
             .ok()
@@ -104,7 +162,7 @@ async fn main() {
             "127.0.0.1:0",
         ])
         .args(&args.ingest_arg)
-        .env("USERLENS_DATABASE_URL", &args.database_url)
+        .env("USERLENS_DATABASE_URL", database_url)
         .env("USERLENS_API_KEY", KEY)
         .env("RUST_LOG", "warn,userlens=info")
         .stderr(Stdio::piped())
@@ -147,6 +205,7 @@ async fn main() {
         spans: AtomicU64::new(0),
         requests: AtomicU64::new(0),
         retryable: AtomicU64::new(0),
+        refused_spans: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         latencies: Mutex::new(Vec::new()),
     });
@@ -273,9 +332,11 @@ async fn main() {
         "transport: {:?}, concurrency {}, ~{} spans per request ({} traces), {:.0} s",
         args.transport, args.concurrency, args.batch_spans, traces_per_request, elapsed
     );
+    let refused = totals.refused_spans.load(Ordering::Relaxed);
     println!(
-        "acknowledged spans: {spans} ({:.0} spans/s)",
-        spans as f64 / elapsed
+        "acknowledged spans: {spans} ({:.0} spans/s); offered {:.0} spans/s (refused {refused})",
+        spans as f64 / elapsed,
+        (spans + refused) as f64 / elapsed
     );
     println!(
         "requests: {} ok, {} retryable refusals (429 / RESOURCE_EXHAUSTED / RETRY), {} failed",
@@ -293,7 +354,38 @@ async fn main() {
         Some(kib) => println!("ingest peak RSS: {:.0} MiB", kib as f64 / 1024.0),
         None => println!("ingest peak RSS: unknown"),
     }
+    if let Some(cpu) = cpu_seconds(pid) {
+        println!(
+            "ingest CPU: {cpu:.1} s ({:.0}% of one core, {:.1} µs per acknowledged span)",
+            100.0 * cpu / elapsed,
+            1e6 * cpu / spans.max(1) as f64
+        );
+    }
     let _ = child.kill().await;
+    verify_stored(database_url, spans).await;
+    spans as f64 / elapsed
+}
+
+/// Every acknowledged span must be in the database, once (each request carries new traces).
+async fn verify_stored(database_url: &str, acknowledged: u64) {
+    let db = userlens_storage::connect(&userlens_storage::DatabaseSettings::new(database_url))
+        .await
+        .expect("connect");
+    let project_id = userlens_storage::keys::resolve_key(&db, KEY)
+        .await
+        .expect("resolve the key")
+        .expect("the project of the key");
+    let stored = userlens_storage::read::span_count(&db, project_id)
+        .await
+        .expect("count spans");
+    let verdict = if stored == acknowledged {
+        "every acknowledged span stored once"
+    } else if stored > acknowledged {
+        "more than acknowledged (requests written whose answer was lost)"
+    } else {
+        "MISSING acknowledged spans"
+    };
+    println!("stored spans: {stored} of {acknowledged} acknowledged: {verdict}");
 }
 
 enum Outcome {
@@ -311,6 +403,7 @@ async fn record(totals: &Totals, outcome: Outcome, spans: u64, latency: Duration
         }
         Outcome::Retryable => {
             totals.retryable.fetch_add(1, Ordering::Relaxed);
+            totals.refused_spans.fetch_add(spans, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Outcome::Failed(message) => {
@@ -505,8 +598,9 @@ mod baseline {
         out.push_str("\"\n");
     }
 
-    pub async fn run(args: &Args, baseline: Baseline) {
-        let db = userlens_storage::connect(&DatabaseSettings::new(args.database_url.clone()))
+    /// Writes rows for `args.seconds`; returns spans per second.
+    pub async fn run(args: &Args, database_url: &str, baseline: Baseline) -> f64 {
+        let db = userlens_storage::connect(&DatabaseSettings::new(database_url))
             .await
             .expect("connect");
         userlens_storage::migrate(&db).await.expect("migrate");
@@ -588,5 +682,6 @@ mod baseline {
             "written spans: {spans_written} ({:.0} spans/s)",
             spans_written as f64 / elapsed
         );
+        spans_written as f64 / elapsed
     }
 }

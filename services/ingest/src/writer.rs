@@ -1,13 +1,22 @@
-//! Group commit: requests hand their validated spans to one writer task, which writes
-//! whatever has queued up (per project, in arrival order) in one transaction and then
-//! answers every request of the group. The queue is bounded in spans: when it is full a
-//! request is shed at once (HTTP 429 / gRPC RESOURCE_EXHAUSTED) instead of growing memory.
+//! Group commit: requests hand their validated spans to a dispatcher task, which gathers
+//! whatever has queued up into a group, writes the group (per project, in arrival order) in
+//! one transaction and then answers every request of the group.
+//!
+//! Several groups may be written at once (`WriterSettings::writers`): the database work of
+//! one overlaps the commit wait and the CPU work of another. A group that touches a trace of
+//! a group still being written waits for it, so copies of one span are committed in arrival
+//! order (the later copy wins) and such writers do not queue on each other's row locks.
+//!
+//! The queue is bounded in spans: when it is full a request is shed at once (HTTP 429 /
+//! gRPC RESOURCE_EXHAUSTED) instead of growing memory.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
-use userlens_storage::{DatabaseConnection, SpanRecord, WriteSummary, write_spans};
+use tokio::task::JoinHandle;
+use userlens_storage::{DatabaseConnection, DbBackend, SpanRecord, WriteSummary, write_spans};
 
 use crate::metrics::IngestMetrics;
 
@@ -17,13 +26,31 @@ pub struct WriterSettings {
     pub max_queued_spans: usize,
     /// Spans the writer puts in one transaction, at most (it may exceed it by one request).
     pub max_spans_per_commit: usize,
+    /// Transactions written at once; 0 picks one for the database: 1 on SQLite (one writer
+    /// at a time anyway), [`DEFAULT_POSTGRES_WRITERS`] on PostgreSQL.
+    pub writers: usize,
 }
+
+/// Concurrent write transactions on PostgreSQL unless configured otherwise.
+pub const DEFAULT_POSTGRES_WRITERS: usize = 3;
 
 impl Default for WriterSettings {
     fn default() -> Self {
         Self {
             max_queued_spans: 100_000,
             max_spans_per_commit: 8_192,
+            writers: 0,
+        }
+    }
+}
+
+impl WriterSettings {
+    /// Transactions written at once on this database.
+    pub fn writers_for(&self, backend: DbBackend) -> usize {
+        match (self.writers, backend) {
+            (_, DbBackend::Sqlite) => 1,
+            (0, _) => DEFAULT_POSTGRES_WRITERS,
+            (n, _) => n,
         }
     }
 }
@@ -111,13 +138,26 @@ impl BatchWriter {
     }
 }
 
+/// A group being written: the (project, trace) pairs it touches, and its task.
+struct InFlight {
+    touched: HashSet<(i64, [u8; 16])>,
+    task: JoinHandle<()>,
+}
+
 async fn run_writer(
     db: DatabaseConnection,
     settings: WriterSettings,
     mut receiver: mpsc::UnboundedReceiver<WriteJob>,
     metrics: Arc<IngestMetrics>,
 ) {
+    let writers = settings.writers_for(db.get_database_backend());
+    let slots = Arc::new(Semaphore::new(writers));
+    let mut in_flight: Vec<InFlight> = Vec::new();
     while let Some(first) = receiver.recv().await {
+        // Wait for a free writer first: what queues up meanwhile joins this group.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
         let mut group = vec![first];
         let mut spans_in_group = group[0].spans.len();
         while spans_in_group < settings.max_spans_per_commit {
@@ -129,15 +169,44 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        // One transaction per project, jobs in arrival order so a later copy of a span wins.
-        while !group.is_empty() {
-            let project_id = group[0].project_id;
-            let (same_project, rest): (Vec<_>, Vec<_>) = group
-                .into_iter()
-                .partition(|job| job.project_id == project_id);
-            group = rest;
-            commit_project_group(&db, project_id, same_project, &metrics).await;
+        let touched: HashSet<(i64, [u8; 16])> = group
+            .iter()
+            .flat_map(|job| job.spans.iter().map(|s| (job.project_id, s.trace_id)))
+            .collect();
+        let (overlapping, others): (Vec<_>, Vec<_>) = in_flight
+            .into_iter()
+            .partition(|earlier| !earlier.touched.is_disjoint(&touched));
+        in_flight = others;
+        for earlier in overlapping {
+            if let Err(error) = earlier.task.await {
+                tracing::error!(%error, "a write task failed");
+            }
         }
+        in_flight.retain(|earlier| !earlier.task.is_finished());
+        let db = db.clone();
+        let metrics = Arc::clone(&metrics);
+        let task = tokio::spawn(async move {
+            commit_group(&db, group, &metrics).await;
+            drop(slot);
+        });
+        in_flight.push(InFlight { touched, task });
+    }
+    for earlier in in_flight {
+        if let Err(error) = earlier.task.await {
+            tracing::error!(%error, "a write task failed");
+        }
+    }
+}
+
+/// One transaction per project, jobs in arrival order so a later copy of a span wins.
+async fn commit_group(db: &DatabaseConnection, mut group: Vec<WriteJob>, metrics: &IngestMetrics) {
+    while !group.is_empty() {
+        let project_id = group[0].project_id;
+        let (same_project, rest): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .partition(|job| job.project_id == project_id);
+        group = rest;
+        commit_project_group(db, project_id, same_project, metrics).await;
     }
 }
 

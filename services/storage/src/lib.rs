@@ -18,7 +18,7 @@ pub mod write;
 pub use auth::KeyResolver;
 pub use db::{DatabaseSettings, connect, migrate};
 pub use error::StorageError;
-pub use sea_orm::DatabaseConnection;
+pub use sea_orm::{DatabaseConnection, DbBackend};
 pub use span::{Annotation, SpanFacts, SpanRecord, StoredSpan};
 pub use userlens_query_engine::TraceRow;
 pub use write::{WriteSummary, annotate_trace, write_spans};

@@ -1,17 +1,27 @@
 //! The write path: a batch of spans (or an annotation) is written in one transaction that
 //! also re-derives every trace it touches and advances the project's data generation.
+//! Several writers may run at once (several writer tasks, several ingest processes).
 //!
 //! Order of work inside the transaction, and why:
-//! 1. `UPDATE projects SET data_generation = data_generation + 1 … RETURNING` — takes the
-//!    project's row lock first, so concurrent writers of one project (several ingest
-//!    processes) run one after the other: each sees every span the previous one committed
-//!    when it re-derives a trace, and generations become visible in commit order (a reader
-//!    that sees generation G sees every row written at G or before).
-//! 2. Upsert the spans (latest copy of a span wins).
+//! 1. Lock every touched trace, in trace id order: an upsert of a placeholder trace row
+//!    (`ON CONFLICT DO UPDATE … WHERE false` locks an existing row without changing it;
+//!    a new placeholder is locked by its insert). It reports which traces had no row.
+//!    Writers touching a common trace run one after the other, and the fixed order keeps
+//!    them from deadlocking; writers of different traces run side by side.
+//! 2. Upsert the spans (latest copy of a span wins), in (trace, span) order.
 //! 3. Read back every span of the touched traces that already had a row (a trace without
 //!    one has no spans but this write's), and their annotations; derive each trace from its
-//!    full set of spans (order-independent by construction) and upsert its row, stamped
-//!    with the new generation.
+//!    full set of spans (order-independent by construction).
+//! 4. `UPDATE projects SET data_generation = data_generation + 1 … RETURNING`: the project
+//!    row lock is taken last and held only for the trace upsert and the commit, so
+//!    generations become visible in commit order (a reader that sees generation G sees
+//!    every row written at G or before) without serialising the rest of the work.
+//! 5. Upsert the derived trace rows, stamped with the new generation; drop placeholders of
+//!    traces that turned out to have no spans (an annotation may name a trace whose spans
+//!    have not arrived yet).
+//!
+//! A deadlock or serialisation failure reported by the database (possible only if another
+//! writer takes locks in a different order) is retried a few times.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -23,13 +33,19 @@ use sea_orm::{
 
 use crate::derive::{DerivedTrace, derive_trace};
 use crate::details::encode_details;
-use crate::entities::{projects, spans, trace_annotations, traces};
+use crate::entities::{projects, trace_annotations, traces};
 use crate::error::StorageError;
 use crate::span::{Annotation, SpanFacts, SpanRecord, StoredSpan};
 
 /// Rows per multi-row statement: below SQLite's 32,766 bound parameters and PostgreSQL's
 /// 65,535 for the widest table (26 columns).
 const ROWS_PER_STATEMENT: usize = 500;
+
+/// Attempts of one write when the database reports a deadlock or serialisation failure.
+const ATTEMPTS_ON_CONFLICT: usize = 5;
+
+/// `change_generation` of a placeholder trace row; never committed.
+const PLACEHOLDER_GENERATION: i64 = -1;
 
 /// What a committed write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,27 +63,51 @@ pub async fn write_spans<'a>(
     project_id: i64,
     spans: impl IntoIterator<Item = &'a SpanRecord>,
 ) -> Result<WriteSummary, StorageError> {
-    let mut latest: HashMap<([u8; 16], [u8; 8]), &SpanRecord> = HashMap::new();
+    let mut latest: BTreeMap<([u8; 16], [u8; 8]), &SpanRecord> = BTreeMap::new();
     for span in spans {
         latest.insert((span.trace_id, span.stored.span_id), span);
     }
+    // In (trace, span) order: locks on span rows are taken in one order by every writer.
     let unique: Vec<&SpanRecord> = latest.into_values().collect();
-    let trace_ids: BTreeSet<[u8; 16]> = unique.iter().map(|s| s.trace_id).collect();
+    let trace_ids: Vec<[u8; 16]> = unique
+        .iter()
+        .map(|s| s.trace_id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut attempt = 1;
+    loop {
+        match write_spans_once(db, project_id, &unique, &trace_ids).await {
+            Err(error) if attempt < ATTEMPTS_ON_CONFLICT && error.is_write_conflict() => {
+                tracing::debug!(%error, attempt, "write conflict, retrying");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
 
+async fn write_spans_once(
+    db: &DatabaseConnection,
+    project_id: i64,
+    unique: &[&SpanRecord],
+    trace_ids: &[[u8; 16]],
+) -> Result<WriteSummary, StorageError> {
     let txn = db.begin().await?;
-    let generation = advance_generation(&txn, project_id).await?;
+    let new_traces = lock_traces(&txn, project_id, trace_ids).await?;
     for chunk in unique.chunks(ROWS_PER_STATEMENT) {
         upsert_spans(&txn, project_id, chunk).await?;
     }
-    let trace_ids: Vec<[u8; 16]> = trace_ids.into_iter().collect();
     let mut batch: HashMap<[u8; 16], Vec<StoredSpan>> = HashMap::new();
-    for span in &unique {
+    for span in unique {
         batch
             .entry(span.trace_id)
             .or_default()
             .push(span.stored.clone());
     }
-    let traces_derived = rederive_traces(&txn, project_id, &trace_ids, batch, generation).await?;
+    let derived = rederive_traces(&txn, project_id, trace_ids, &new_traces, batch).await?;
+    let generation = advance_generation(&txn, project_id).await?;
+    let traces_derived = store_traces(&txn, project_id, &derived, &new_traces, generation).await?;
     txn.commit().await?;
     Ok(WriteSummary {
         generation,
@@ -84,8 +124,6 @@ pub async fn annotate_trace(
     trace_id: [u8; 16],
     annotations: &[Annotation],
 ) -> Result<WriteSummary, StorageError> {
-    let txn = db.begin().await?;
-    let generation = advance_generation(&txn, project_id).await?;
     let mut rows: BTreeMap<(i16, String), Option<String>> = BTreeMap::new();
     for annotation in annotations {
         match annotation {
@@ -103,11 +141,28 @@ pub async fn annotate_trace(
             }
         }
     }
-    for chunk in rows
-        .into_iter()
-        .collect::<Vec<_>>()
-        .chunks(ROWS_PER_STATEMENT)
-    {
+    let rows: Vec<((i16, String), Option<String>)> = rows.into_iter().collect();
+    let mut attempt = 1;
+    loop {
+        match annotate_trace_once(db, project_id, trace_id, &rows).await {
+            Err(error) if attempt < ATTEMPTS_ON_CONFLICT && error.is_write_conflict() => {
+                tracing::debug!(%error, attempt, "write conflict, retrying");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn annotate_trace_once(
+    db: &DatabaseConnection,
+    project_id: i64,
+    trace_id: [u8; 16],
+    rows: &[((i16, String), Option<String>)],
+) -> Result<WriteSummary, StorageError> {
+    let txn = db.begin().await?;
+    let new_traces = lock_traces(&txn, project_id, &[trace_id]).await?;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut insert = Query::insert();
         insert
             .into_table(trace_annotations::Entity)
@@ -141,8 +196,10 @@ pub async fn annotate_trace(
         }
         txn.execute(&insert).await?;
     }
-    let traces_derived =
-        rederive_traces(&txn, project_id, &[trace_id], HashMap::new(), generation).await?;
+    let derived =
+        rederive_traces(&txn, project_id, &[trace_id], &new_traces, HashMap::new()).await?;
+    let generation = advance_generation(&txn, project_id).await?;
+    let traces_derived = store_traces(&txn, project_id, &derived, &new_traces, generation).await?;
     txn.commit().await?;
     Ok(WriteSummary {
         generation,
@@ -150,6 +207,74 @@ pub async fn annotate_trace(
         traces_derived,
     })
 }
+
+/// Locks the trace rows of `trace_ids` (sorted, distinct) for the rest of the transaction,
+/// inserting a placeholder row for each trace that has none; returns those traces.
+async fn lock_traces(
+    txn: &DatabaseTransaction,
+    project_id: i64,
+    trace_ids: &[[u8; 16]],
+) -> Result<HashSet<[u8; 16]>, StorageError> {
+    let backend = txn.get_database_backend();
+    let mut new_traces = HashSet::new();
+    for chunk in trace_ids.chunks(ROWS_PER_STATEMENT) {
+        let (sql, values) = match backend {
+            // An existing row is locked by the DO UPDATE action even though its WHERE is
+            // false (so the row is not rewritten); RETURNING then lists only inserted rows.
+            DbBackend::Postgres => {
+                let list = (0..chunk.len())
+                    .map(|i| {
+                        if i == 0 {
+                            "($2::bytea)".to_owned()
+                        } else {
+                            format!("(${})", i + 2)
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut values: Vec<Value> = Vec::with_capacity(chunk.len() + 1);
+                values.push(project_id.into());
+                values.extend(chunk.iter().map(|t| Value::from(t.to_vec())));
+                let sql = format!(
+                    "INSERT INTO traces ({PLACEHOLDER_COLUMNS}) \
+                     SELECT $1, wanted.trace_id, {PLACEHOLDER_VALUES_POSTGRES} \
+                     FROM (VALUES {list}) AS wanted(trace_id) \
+                     ON CONFLICT (project_id, trace_id) DO UPDATE \
+                     SET change_generation = traces.change_generation WHERE false \
+                     RETURNING trace_id"
+                );
+                (sql, values)
+            }
+            // SQLite has one writer at a time: its write lock covers every row.
+            _ => {
+                let list =
+                    vec![format!("(?, ?, {PLACEHOLDER_VALUES_SQLITE})"); chunk.len()].join(", ");
+                let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
+                for trace_id in chunk {
+                    values.push(project_id.into());
+                    values.push(trace_id.to_vec().into());
+                }
+                let sql = format!(
+                    "INSERT INTO traces ({PLACEHOLDER_COLUMNS}) VALUES {list} \
+                     ON CONFLICT (project_id, trace_id) DO NOTHING RETURNING trace_id"
+                );
+                (sql, values)
+            }
+        };
+        let statement = Statement::from_sql_and_values(backend, sql, values);
+        for row in txn.query_all_raw(statement).await? {
+            new_traces.insert(fixed_bytes::<16>(row.try_get_by_index(0)?, "trace id")?);
+        }
+    }
+    Ok(new_traces)
+}
+
+const PLACEHOLDER_COLUMNS: &str = "project_id, trace_id, started_ns, ended_ns, session_id, \
+     errored, span_count, llm_calls, tool_calls, input_tokens, output_tokens, \
+     cached_input_tokens, cost_nano, details, change_generation";
+/// The placeholder's values after (project_id, trace_id); `details` is an empty blob.
+const PLACEHOLDER_VALUES_POSTGRES: &str = "0, 0, '', false, 0, 0, 0, 0, 0, 0, 0, ''::bytea, -1";
+const PLACEHOLDER_VALUES_SQLITE: &str = "0, 0, '', false, 0, 0, 0, 0, 0, 0, 0, x'', -1";
 
 async fn advance_generation(
     txn: &DatabaseTransaction,
@@ -171,56 +296,50 @@ async fn advance_generation(
     Ok(row.try_get_by_index::<i64>(0)?)
 }
 
+/// Columns of `spans` in the order `upsert_spans` binds them; the first three are the key.
+const SPAN_COLUMNS: [&str; 26] = [
+    "project_id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "start_ns",
+    "end_ns",
+    "status_code",
+    "status_message",
+    "user_id",
+    "user_email",
+    "session_id",
+    "provider",
+    "model",
+    "is_llm_call",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cost_nano",
+    "tool_name",
+    "issue_id",
+    "issue_title",
+    "behaviours",
+    "attributes",
+    "resource_attributes",
+];
+
 async fn upsert_spans(
     txn: &DatabaseTransaction,
     project_id: i64,
     chunk: &[&SpanRecord],
 ) -> Result<(), StorageError> {
-    use spans::Column as C;
-    const VALUE_COLUMNS: [C; 23] = [
-        C::ParentSpanId,
-        C::Name,
-        C::Kind,
-        C::StartNs,
-        C::EndNs,
-        C::StatusCode,
-        C::StatusMessage,
-        C::UserId,
-        C::UserEmail,
-        C::SessionId,
-        C::Provider,
-        C::Model,
-        C::IsLlmCall,
-        C::InputTokens,
-        C::OutputTokens,
-        C::CachedInputTokens,
-        C::CostNano,
-        C::ToolName,
-        C::IssueId,
-        C::IssueTitle,
-        C::Behaviours,
-        C::Attributes,
-        C::ResourceAttributes,
-    ];
-    let mut insert = Query::insert();
-    insert
-        .into_table(spans::Entity)
-        .columns(
-            [C::ProjectId, C::TraceId, C::SpanId]
-                .into_iter()
-                .chain(VALUE_COLUMNS),
-        )
-        .on_conflict(
-            OnConflict::columns([C::ProjectId, C::TraceId, C::SpanId])
-                .update_columns(VALUE_COLUMNS)
-                .to_owned(),
-        );
+    let backend = txn.get_database_backend();
+    let sql = upsert_sql(backend, "spans", &SPAN_COLUMNS, 3, chunk.len());
+    let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * SPAN_COLUMNS.len());
     for span in chunk {
         let s = &span.stored;
         let f = &s.facts;
         let behaviours = (!f.behaviours.is_empty())
             .then(|| serde_json::to_string(&f.behaviours).unwrap_or_default());
-        let values: [Value; 26] = [
+        values.extend([
             project_id.into(),
             span.trace_id.to_vec().into(),
             s.span_id.to_vec().into(),
@@ -247,33 +366,75 @@ async fn upsert_spans(
             behaviours.into(),
             span.attributes_json.clone().into(),
             span.resource_attributes_json.clone().into(),
-        ];
-        insert
-            .values(values.map(Into::into))
-            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        ]);
     }
-    txn.execute(&insert).await?;
+    txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
     Ok(())
 }
 
-/// Re-derives the given traces from all their spans and annotations and upserts their rows.
-/// `batch` holds the spans this write just stored, by trace: a trace that had no row before
-/// this write has no other spans, so it is derived from them without reading them back.
-/// Returns how many traces have spans (an annotation may name a trace that has none yet).
+/// `INSERT INTO table (columns) VALUES (…), … ON CONFLICT (key) DO UPDATE SET` every other
+/// column `= excluded.column`, for `rows` rows of bound parameters. The key is the first
+/// `key_columns` columns. (Written out rather than built with the query builder: for
+/// thousands of rows per statement the builder's per-value expression trees cost more CPU
+/// than the database spends on the rows.)
+fn upsert_sql(
+    backend: DbBackend,
+    table: &str,
+    columns: &[&str],
+    key_columns: usize,
+    rows: usize,
+) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(64 + rows * columns.len() * 6);
+    let _ = write!(sql, "INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+    let mut parameter = 0;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns.len() {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            parameter += 1;
+            match backend {
+                DbBackend::Postgres => {
+                    let _ = write!(sql, "${parameter}");
+                }
+                _ => sql.push('?'),
+            }
+        }
+        sql.push(')');
+    }
+    let _ = write!(
+        sql,
+        " ON CONFLICT ({}) DO UPDATE SET ",
+        columns[..key_columns].join(", ")
+    );
+    for (i, column) in columns[key_columns..].iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let _ = write!(sql, "{column} = excluded.{column}");
+    }
+    sql
+}
+
+/// Derives the given traces from all their spans and annotations. `batch` holds the spans
+/// this write just stored, by trace: a trace in `new_traces` (no row before this write) has
+/// no other spans, so it is derived from them without reading them back.
 async fn rederive_traces(
     txn: &DatabaseTransaction,
     project_id: i64,
     trace_ids: &[[u8; 16]],
+    new_traces: &HashSet<[u8; 16]>,
     mut batch: HashMap<[u8; 16], Vec<StoredSpan>>,
-    generation: i64,
-) -> Result<usize, StorageError> {
+) -> Result<Vec<DerivedTrace>, StorageError> {
     let mut derived = Vec::with_capacity(trace_ids.len());
     for chunk in trace_ids.chunks(ROWS_PER_STATEMENT) {
-        let existing = existing_traces(txn, project_id, chunk).await?;
         let known: Vec<[u8; 16]> = chunk
             .iter()
             .copied()
-            .filter(|t| existing.contains(t))
+            .filter(|t| !new_traces.contains(t))
             .collect();
         let mut stored = if known.is_empty() {
             HashMap::new()
@@ -293,8 +454,36 @@ async fn rederive_traces(
             derived.extend(derive_trace(*trace_id, &spans, &annotations));
         }
     }
+    Ok(derived)
+}
+
+/// Upserts the derived trace rows at `generation` and deletes the placeholders of new
+/// traces that have no spans. Returns how many traces have spans.
+async fn store_traces(
+    txn: &DatabaseTransaction,
+    project_id: i64,
+    derived: &[DerivedTrace],
+    new_traces: &HashSet<[u8; 16]>,
+    generation: i64,
+) -> Result<usize, StorageError> {
     for chunk in derived.chunks(ROWS_PER_STATEMENT) {
         upsert_traces(txn, project_id, chunk, generation).await?;
+    }
+    let with_spans: HashSet<[u8; 16]> = derived.iter().map(|t| t.row.trace_id).collect();
+    let without_spans: Vec<Vec<u8>> = new_traces
+        .iter()
+        .filter(|t| !with_spans.contains(*t))
+        .map(|t| t.to_vec())
+        .collect();
+    // Only an annotation of a trace whose spans have not arrived leaves a placeholder.
+    for chunk in without_spans.chunks(ROWS_PER_STATEMENT) {
+        let delete = Query::delete()
+            .from_table(traces::Entity)
+            .and_where(Expr::col(traces::Column::ProjectId).eq(project_id))
+            .and_where(Expr::col(traces::Column::TraceId).is_in(chunk.iter().cloned()))
+            .and_where(Expr::col(traces::Column::ChangeGeneration).eq(PLACEHOLDER_GENERATION))
+            .to_owned();
+        txn.execute(&delete).await?;
     }
     Ok(derived.len())
 }
@@ -343,25 +532,6 @@ fn select_by_trace_ids(
         }
     };
     Statement::from_sql_and_values(backend, sql, values)
-}
-
-async fn existing_traces(
-    txn: &DatabaseTransaction,
-    project_id: i64,
-    trace_ids: &[[u8; 16]],
-) -> Result<HashSet<[u8; 16]>, StorageError> {
-    let statement = select_by_trace_ids(
-        txn.get_database_backend(),
-        &["trace_id"],
-        "traces",
-        project_id,
-        trace_ids,
-    );
-    let mut existing = HashSet::new();
-    for row in txn.query_all_raw(statement).await? {
-        existing.insert(fixed_bytes::<16>(row.try_get_by_index(0)?, "trace id")?);
-    }
-    Ok(existing)
 }
 
 async fn load_stored_spans(
@@ -472,42 +642,39 @@ async fn load_annotations(
     Ok(by_trace)
 }
 
+/// Columns of `traces` in the order `upsert_traces` binds them; the first two are the key.
+const TRACE_COLUMNS: [&str; 17] = [
+    "project_id",
+    "trace_id",
+    "started_ns",
+    "ended_ns",
+    "user_id",
+    "email",
+    "session_id",
+    "errored",
+    "span_count",
+    "llm_calls",
+    "tool_calls",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cost_nano",
+    "details",
+    "change_generation",
+];
+
 async fn upsert_traces(
     txn: &DatabaseTransaction,
     project_id: i64,
     chunk: &[DerivedTrace],
     generation: i64,
 ) -> Result<(), StorageError> {
-    use traces::Column as C;
-    const VALUE_COLUMNS: [C; 15] = [
-        C::StartedNs,
-        C::EndedNs,
-        C::UserId,
-        C::Email,
-        C::SessionId,
-        C::Errored,
-        C::SpanCount,
-        C::LlmCalls,
-        C::ToolCalls,
-        C::InputTokens,
-        C::OutputTokens,
-        C::CachedInputTokens,
-        C::CostNano,
-        C::Details,
-        C::ChangeGeneration,
-    ];
-    let mut insert = Query::insert();
-    insert
-        .into_table(traces::Entity)
-        .columns([C::ProjectId, C::TraceId].into_iter().chain(VALUE_COLUMNS))
-        .on_conflict(
-            OnConflict::columns([C::ProjectId, C::TraceId])
-                .update_columns(VALUE_COLUMNS)
-                .to_owned(),
-        );
+    let backend = txn.get_database_backend();
+    let sql = upsert_sql(backend, "traces", &TRACE_COLUMNS, 2, chunk.len());
+    let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * TRACE_COLUMNS.len());
     for trace in chunk {
         let row = &trace.row;
-        let values: [Value; 17] = [
+        values.extend([
             project_id.into(),
             row.trace_id.to_vec().into(),
             row.start_ns.into(),
@@ -525,12 +692,10 @@ async fn upsert_traces(
             row.cost_nano.into(),
             encode_details(row).into(),
             generation.into(),
-        ];
-        insert
-            .values(values.map(Into::into))
-            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        ]);
     }
-    txn.execute(&insert).await?;
+    txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
     Ok(())
 }
 
@@ -543,4 +708,47 @@ fn fixed_bytes<const N: usize>(bytes: Vec<u8>, what: &str) -> Result<[u8; N], St
         .as_slice()
         .try_into()
         .map_err(|_| StorageError::Corrupt(format!("{what} is not {N} bytes")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use sea_orm::{DbBackend, IdenStatic, Iterable};
+
+    use super::{SPAN_COLUMNS, TRACE_COLUMNS, upsert_sql};
+    use crate::entities::{spans, traces};
+
+    #[test]
+    fn written_columns_are_every_column_of_the_table() {
+        let names = |columns: &[&str]| {
+            columns
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<BTreeSet<_>>()
+        };
+        let span_columns: BTreeSet<String> = spans::Column::iter()
+            .map(|c| c.as_str().to_owned())
+            .collect();
+        let trace_columns: BTreeSet<String> = traces::Column::iter()
+            .map(|c| c.as_str().to_owned())
+            .collect();
+        assert_eq!(names(&SPAN_COLUMNS), span_columns);
+        assert_eq!(names(&TRACE_COLUMNS), trace_columns);
+        assert_eq!(SPAN_COLUMNS[..3], ["project_id", "trace_id", "span_id"]);
+        assert_eq!(TRACE_COLUMNS[..2], ["project_id", "trace_id"]);
+    }
+
+    #[test]
+    fn upsert_sql_numbers_parameters_per_backend() {
+        assert_eq!(
+            upsert_sql(DbBackend::Postgres, "t", &["k", "a", "b"], 1, 2),
+            "INSERT INTO t (k, a, b) VALUES ($1, $2, $3), ($4, $5, $6) \
+             ON CONFLICT (k) DO UPDATE SET a = excluded.a, b = excluded.b"
+        );
+        assert_eq!(
+            upsert_sql(DbBackend::Sqlite, "t", &["k", "j", "a"], 2, 1),
+            "INSERT INTO t (k, j, a) VALUES (?, ?, ?) ON CONFLICT (k, j) DO UPDATE SET a = excluded.a"
+        );
+    }
 }

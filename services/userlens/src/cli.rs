@@ -96,6 +96,9 @@ pub struct IngestListenArgs {
     /// Spans waiting to be written, at most; past it requests are shed with 429 / RESOURCE_EXHAUSTED.
     #[arg(long, env = "USERLENS_MAX_QUEUED_SPANS", default_value_t = 100_000)]
     pub max_queued_spans: usize,
+    /// Write transactions in flight at once; 0: 1 on SQLite, 3 on PostgreSQL.
+    #[arg(long, env = "USERLENS_INGEST_WRITERS", default_value_t = 0)]
+    pub ingest_writers: usize,
 }
 
 #[derive(Args, Clone)]
