@@ -101,6 +101,13 @@ impl GatewayError {
                     message: status.message().to_owned(),
                 }
             }
+            // A call whose connection broke (users-query stopped or restarted while the
+            // call was on the wire) comes back from tonic as UNKNOWN with the transport error
+            // as its source; a status users-query sent never has a source.
+            Code::Unknown if std::error::Error::source(&status).is_some() => {
+                let detail = status.message();
+                GatewayError::Unavailable(format!("{rpc}: connection failed: {detail}"))
+            }
             // The gateway never cancels a call itself: tonic reports its own client-side
             // timeout as CANCELLED.
             Code::Unavailable
@@ -214,6 +221,10 @@ mod tests {
             ),
             (tonic::Status::internal("secret detail"), "INTERNAL"),
             (tonic::Status::unknown("secret detail"), "INTERNAL"),
+            (
+                tonic::Status::from_error(Box::new(std::io::Error::other("connection reset"))),
+                "UNAVAILABLE",
+            ),
             (tonic::Status::unimplemented("secret detail"), "INTERNAL"),
         ];
         for (status, code) in cases {

@@ -9,7 +9,7 @@ use async_graphql_axum::GraphQLRequest;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
-use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -59,6 +59,7 @@ pub(crate) fn router(
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(finish_refusal))
         .layer(TraceLayer::new_for_http())
         .with_state(state);
     Ok(match cors_layer(cors_allowed_origins)? {
@@ -192,13 +193,95 @@ impl IntoResponse for NotGraphql {
     }
 }
 
+/// A body declared as anything but JSON: HTTP 415 with a `BAD_USER_INPUT` error. Without a
+/// `Content-Type` the body is read as JSON. Multipart uploads, forms and text are refused
+/// before the body is read.
+struct JsonBody;
+
+impl FromRequestParts<AppState> for JsonBody {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(CONTENT_TYPE) else {
+            return Ok(JsonBody);
+        };
+        let media_type = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase());
+        if media_type.as_deref() == Some("application/json") {
+            return Ok(JsonBody);
+        }
+        let error = GatewayError::BadUserInput {
+            field: None,
+            message: "unsupported content type: send the request as application/json".to_owned(),
+        };
+        Err(render(
+            wants_graphql_json(&parts.headers),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &failure(state, error),
+        ))
+    }
+}
+
+/// Answers refused before the body is read (401, 413, 415) close the connection: the unread
+/// body would otherwise be taken for the next request, and clients must not reuse it. The
+/// body limit's own plain-text 413 (a body declared over 1 MiB) becomes the same 413 with a
+/// `BAD_USER_INPUT` GraphQL error as a body found too large while reading.
+async fn finish_refusal(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    let mut response = if status == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        NotGraphql(ParseRequestError::PayloadTooLarge).into_response()
+    } else {
+        response
+    };
+    if matches!(
+        status,
+        StatusCode::UNAUTHORIZED
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+    ) {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 async fn graphql(
     State(state): State<AppState>,
     headers: HeaderMap,
     Authorized(credentials): Authorized,
+    _json: JsonBody,
     request: GraphQLRequest<NotGraphql>,
 ) -> Response {
     let mut request = request.into_inner();
+    if request
+        .parsed_query()
+        .is_ok_and(|document| schema::selection_count(document) > schema::MAX_SELECTIONS)
+    {
+        let error = GatewayError::BadUserInput {
+            field: None,
+            message: format!(
+                "Query is too complex: more than {} selections",
+                schema::MAX_SELECTIONS
+            ),
+        };
+        return render(
+            wants_graphql_json(&headers),
+            StatusCode::OK,
+            &failure(&state, error),
+        );
+    }
     let operation_name = request.operation_name.clone();
     let introspection_only = request
         .parsed_query()

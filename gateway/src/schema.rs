@@ -83,6 +83,62 @@ pub(crate) fn is_introspection_only(
         && selects_only_introspection(document, &operation.node.selection_set.node, 0)
 }
 
+/// Most fields (and fragment spreads) one operation may select, fragments expanded. The
+/// complexity budget does not count `__typename`, so without this a flood of aliased
+/// `__typename` would be executed and answered field by field.
+pub(crate) const MAX_SELECTIONS: usize = 2_000;
+
+/// Fields and fragment spreads the operation selects, fragments expanded; counting stops
+/// once past `MAX_SELECTIONS`, so the work is bounded whatever the document.
+pub(crate) fn selection_count(document: &ExecutableDocument) -> usize {
+    let mut count = 0;
+    let operations: Vec<&SelectionSet> = match &document.operations {
+        DocumentOperations::Single(operation) => vec![&operation.node.selection_set.node],
+        DocumentOperations::Multiple(operations) => operations
+            .values()
+            .map(|operation| &operation.node.selection_set.node)
+            .collect(),
+    };
+    for selection_set in operations {
+        count_selections(document, selection_set, 0, &mut count);
+    }
+    count
+}
+
+fn count_selections(
+    document: &ExecutableDocument,
+    selection_set: &SelectionSet,
+    nesting: usize,
+    count: &mut usize,
+) {
+    for item in &selection_set.items {
+        if *count > MAX_SELECTIONS {
+            return;
+        }
+        *count += 1;
+        match &item.node {
+            Selection::Field(field) => {
+                count_selections(document, &field.node.selection_set.node, nesting, count);
+            }
+            Selection::InlineFragment(fragment) => {
+                count_selections(document, &fragment.node.selection_set.node, nesting, count);
+            }
+            Selection::FragmentSpread(spread) => {
+                if nesting < MAX_FRAGMENT_NESTING
+                    && let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node)
+                {
+                    count_selections(
+                        document,
+                        &fragment.node.selection_set.node,
+                        nesting + 1,
+                        count,
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn selects_only_introspection(
     document: &ExecutableDocument,
     selection_set: &SelectionSet,
@@ -125,6 +181,38 @@ mod tests {
             Ok(document) => is_introspection_only(&document, operation_name),
             Err(error) => panic!("{error}"),
         }
+    }
+
+    #[test]
+    fn selections_are_counted_with_fragments_expanded() {
+        let count = |query: &str| match async_graphql::parser::parse_query(query) {
+            Ok(document) => selection_count(&document),
+            Err(error) => panic!("{error}"),
+        };
+        assert_eq!(count("{ a b { c } }"), 3);
+        assert_eq!(count("{ ...F ...F } fragment F on Query { a b }"), 6);
+        let real = [
+            GRAPHIQL_INTROSPECTION_QUERY,
+            USERS_PAGE_QUERY,
+            USER_PAGE_QUERY,
+        ];
+        for query in real {
+            assert!(count(query) * 2 < MAX_SELECTIONS, "{}", count(query));
+        }
+        let flood: String = (0..5_000).map(|i| format!("t{i}: __typename ")).collect();
+        assert!(count(&format!("{{ {flood} }}")) > MAX_SELECTIONS);
+        // Fragments spreading each other twice per level: counting stops at the limit.
+        let mut chain = String::from("{ ...F0 } ");
+        for level in 0..MAX_FRAGMENT_NESTING {
+            chain.push_str(&format!(
+                "fragment F{level} on Query {{ ...F{next} ...F{next} }} ",
+                next = level + 1
+            ));
+        }
+        chain.push_str(&format!(
+            "fragment F{MAX_FRAGMENT_NESTING} on Query {{ __typename }}"
+        ));
+        assert!(count(&chain) > MAX_SELECTIONS);
     }
 
     #[test]

@@ -3,9 +3,13 @@
 mod aliases;
 mod compose;
 mod derivation;
+mod faults;
 mod gateway_e2e;
+mod graphql_abuse;
+mod hostile_input;
 mod ingest_e2e;
 mod ingest_errors;
 mod ingest_overload;
+mod isolation;
 mod query_figures;
 mod query_service;

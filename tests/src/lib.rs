@@ -4,8 +4,10 @@
 //! Every test body runs on SQLite (always) and on PostgreSQL when
 //! `USERLENS_TEST_DATABASE_URL` names a server (each test gets its own database there).
 
+pub mod faults_support;
 pub mod otlp;
 pub mod process;
+pub mod proxy;
 pub mod stack;
 
 use std::path::PathBuf;

@@ -4,10 +4,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 /// Path of the `userlens` binary next to the test executable, built when missing.
 pub fn userlens_binary() -> PathBuf {
@@ -39,6 +41,20 @@ pub struct UserlensProcess {
     child: Child,
     /// Listener name (`otlp-grpc`, `otlp-http`, …) → bound address.
     pub addrs: HashMap<String, SocketAddr>,
+    /// Every line the process wrote to stderr (its log), in order.
+    log: Arc<Mutex<Vec<String>>>,
+    /// Every line the process wrote to stdout, in order.
+    stdout: Arc<Mutex<Vec<String>>>,
+    /// The tasks draining stdout and stderr; they end when the process closes them.
+    drains: Vec<JoinHandle<()>>,
+}
+
+/// What a stopped process wrote.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessOutput {
+    /// stderr: the log.
+    pub log: Vec<String>,
+    pub stdout: Vec<String>,
 }
 
 impl UserlensProcess {
@@ -49,7 +65,7 @@ impl UserlensProcess {
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         for (key, value) in env {
@@ -57,6 +73,20 @@ impl UserlensProcess {
         }
         let mut child = command.spawn().expect("start userlens");
         let stderr = child.stderr.take().expect("piped stderr");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let printed = Arc::new(Mutex::new(Vec::new()));
+        // Keep draining stdout so the child never blocks on a full pipe.
+        let stdout_drain = tokio::spawn({
+            let printed = Arc::clone(&printed);
+            async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    eprintln!("userlens (stdout): {line}");
+                    keep(&printed, line);
+                }
+            }
+        });
         let mut lines = BufReader::new(stderr).lines();
         let mut addrs = HashMap::new();
         let wait = async {
@@ -68,18 +98,39 @@ impl UserlensProcess {
                 if let Some((name, addr)) = parse_listening(&line) {
                     addrs.insert(name, addr);
                 }
+                keep(&log, line);
             }
         };
         tokio::time::timeout(Duration::from_secs(60), wait)
             .await
             .expect("userlens did not start listening within 60 s");
         // Keep draining the log so the child never blocks on a full pipe.
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("userlens: {line}");
+        let log_drain = tokio::spawn({
+            let log = Arc::clone(&log);
+            async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    eprintln!("userlens: {line}");
+                    keep(&log, line);
+                }
             }
         });
-        Self { child, addrs }
+        Self {
+            child,
+            addrs,
+            log,
+            stdout: printed,
+            drains: vec![stdout_drain, log_drain],
+        }
+    }
+
+    /// The log lines (stderr) the process wrote so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        lines_of(&self.log)
+    }
+
+    /// The lines the process printed on stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        lines_of(&self.stdout)
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {
@@ -91,6 +142,22 @@ impl UserlensProcess {
 
     /// Sends SIGTERM and waits for a clean exit.
     pub async fn stop(mut self) {
+        self.terminate().await;
+    }
+
+    /// Sends SIGTERM, waits for a clean exit and returns everything the process wrote.
+    pub async fn stop_and_collect(mut self) -> ProcessOutput {
+        self.terminate().await;
+        for drain in std::mem::take(&mut self.drains) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+        }
+        ProcessOutput {
+            log: self.log_lines(),
+            stdout: self.stdout_lines(),
+        }
+    }
+
+    async fn terminate(&mut self) {
         if let Some(pid) = self.child.id() {
             let _ = Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
@@ -103,6 +170,20 @@ impl UserlensProcess {
             .expect("wait for userlens");
         assert!(status.success(), "userlens exited with {status}");
     }
+}
+
+fn keep(lines: &Mutex<Vec<String>>, line: String) {
+    lines
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(line);
+}
+
+fn lines_of(lines: &Mutex<Vec<String>>) -> Vec<String> {
+    lines
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
 }
 
 /// Reads `listener=NAME addr=ADDR` out of a `listening` log line.

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Trac
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use userlens_proto::ingest::v1::ingest_service_server::IngestService;
@@ -28,6 +28,17 @@ const MAX_BATCHES_IN_FLIGHT_PER_STREAM: usize = 64;
 #[derive(Clone)]
 pub struct GrpcIngest {
     pub ingestor: Arc<Ingestor>,
+    /// Turns true when the server starts shutting down. An open `StreamSpans` call then
+    /// stops reading batches, acknowledges the ones it is writing and ends with
+    /// `UNAVAILABLE`, so a client that keeps its stream open cannot hold the shutdown up.
+    pub shutting_down: watch::Receiver<bool>,
+}
+
+/// Resolves once `shutting_down` turns true; never when its sender is gone without it.
+async fn shutdown_started(shutting_down: &mut watch::Receiver<bool>) {
+    if shutting_down.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 impl GrpcIngest {
@@ -79,16 +90,42 @@ impl IngestService for GrpcIngest {
         let (acks, ack_stream) = mpsc::channel(MAX_BATCHES_IN_FLIGHT_PER_STREAM);
         let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT_PER_STREAM));
         let ingestor = Arc::clone(&self.ingestor);
+        let mut shutting_down = self.shutting_down.clone();
         tokio::spawn(async move {
             loop {
-                let batch = match inbound.message().await {
+                let message = tokio::select! {
+                    biased;
+                    () = shutdown_started(&mut shutting_down) => {
+                        // Batches read so far are being written: their acks go out first
+                        // (each task sends its ack before giving its permit back), then
+                        // the client learns that anything unacknowledged was not read.
+                        let all = u32::try_from(MAX_BATCHES_IN_FLIGHT_PER_STREAM)
+                            .unwrap_or(u32::MAX);
+                        let _ = in_flight.acquire_many(all).await;
+                        let _ = acks
+                            .send(Err(Status::unavailable(
+                                "ingest is shutting down: batches without an ack were not \
+                                 stored, send them again",
+                            )))
+                            .await;
+                        break;
+                    }
+                    message = inbound.message() => message,
+                };
+                let batch = match message {
                     Ok(Some(batch)) => batch,
                     Ok(None) => break,
                     Err(status) => {
                         // A batch that does not decode or is over the size limit ends the
                         // stream with the code the unary calls use; acks already sent stand.
                         tracing::debug!(%status, "span stream ended");
-                        if let Some(code) = client_error_code(status.code()) {
+                        // A compressed batch that inflates past the limit is already
+                        // RESOURCE_EXHAUSTED; it must end the stream with that, not silently.
+                        let code = client_error_code(status.code()).or_else(|| {
+                            (status.code() == tonic::Code::ResourceExhausted)
+                                .then_some(status.code())
+                        });
+                        if let Some(code) = code {
                             let _ = acks.send(Err(Status::new(code, status.message()))).await;
                         }
                         break;

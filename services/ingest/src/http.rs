@@ -39,8 +39,9 @@ pub fn router(ingestor: Arc<Ingestor>, max_body_bytes: usize) -> Router {
         })
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Encoding {
+/// How an OTLP/HTTP request body is encoded, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
     Protobuf,
     Json,
 }
@@ -70,7 +71,15 @@ async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body:
             ) {
                 state.ingestor.metrics.record_malformed();
             }
-            error_response(&error, encoding)
+            let mut response = error_response(&error, encoding);
+            if matches!(error, IngestError::TooLarge { .. }) {
+                // The rest of the body is never read: the connection cannot carry another
+                // request, and a client must not reuse it.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
         }
     }
 }
@@ -86,6 +95,11 @@ async fn export(
         .and_then(|v| v.to_str().ok());
     let project_id = state.ingestor.authenticate(authorization).await?;
     let limit = state.max_body_bytes;
+    // A body declared over the limit is refused before any of it is read, so a client cannot
+    // hold the request open by promising gigabytes it never sends.
+    if declared_length(headers).is_some_and(|length| length > limit as u64) {
+        return Err(IngestError::TooLarge { limit });
+    }
     let raw = Limited::new(body, limit).collect().await.map_err(|e| {
         if e.downcast_ref::<LengthLimitError>().is_some() {
             IngestError::TooLarge { limit }
@@ -93,21 +107,220 @@ async fn export(
             IngestError::Malformed(format!("reading the body failed: {e}"))
         }
     })?;
-    let raw = raw.to_bytes();
-    let body = decompress(headers, raw, limit)?;
-    let request = match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(body.as_ref())
-            .map_err(|e| IngestError::Malformed(e.to_string()))?,
-        Encoding::Json => serde_json::from_slice::<ExportTraceServiceRequest>(&body)
-            .map_err(|e| IngestError::Malformed(e.to_string()))?,
-    };
+    let request = decode_body(headers, encoding, raw.to_bytes(), limit)?;
     state
         .ingestor
         .export(project_id, &request.resource_spans)
         .await
 }
 
-fn request_encoding(headers: &HeaderMap) -> Result<Encoding, IngestError> {
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Inflates (when `Content-Encoding` asks for it) and decodes one OTLP/HTTP request body,
+/// with `limit` applied to the decompressed body. Any input gives a request or an error:
+/// `Malformed` (400), `TooLarge` (413) or `UnsupportedEncoding` (400).
+pub fn decode_body(
+    headers: &HeaderMap,
+    encoding: Encoding,
+    raw: Bytes,
+    limit: usize,
+) -> Result<ExportTraceServiceRequest, IngestError> {
+    let body = decompress(headers, raw, limit)?;
+    match encoding {
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(body.as_ref())
+            .map_err(|e| IngestError::Malformed(e.to_string())),
+        Encoding::Json => decode_json(&body),
+    }
+}
+
+fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, IngestError> {
+    let error = match serde_json::from_slice::<ExportTraceServiceRequest>(body) {
+        Ok(request) => return Ok(request),
+        Err(error) => error,
+    };
+    // OTLP JSON follows the protobuf JSON mapping, where a double may be written as a string:
+    // "NaN", "Infinity", "-Infinity", or a number in quotes. The generated decoder takes JSON
+    // numbers only, so such a body is decoded again with those values set aside and put back:
+    // a span with a non-finite cost is then rejected on its own, not the whole request.
+    let mentions_doubles = body
+        .windows(DOUBLE_VALUE_KEY.len())
+        .any(|w| w == DOUBLE_VALUE_KEY.as_bytes());
+    mentions_doubles
+        .then(|| quoted_doubles::decode(body))
+        .flatten()
+        .ok_or_else(|| IngestError::Malformed(error.to_string()))
+}
+
+const DOUBLE_VALUE_KEY: &str = "\"doubleValue\"";
+
+/// Decoding of OTLP JSON whose `AnyValue.doubleValue`s are strings.
+mod quoted_doubles {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+    use serde_json::Value as Json;
+
+    enum Segment {
+        Key(String),
+        Index(usize),
+    }
+
+    /// The request, or None when the body does not decode even with its quoted doubles read.
+    pub(super) fn decode(body: &[u8]) -> Option<ExportTraceServiceRequest> {
+        // serde_json's recursion limit bounds the walk below.
+        let mut document: Json = serde_json::from_slice(body).ok()?;
+        let mut quoted = Vec::new();
+        collect(&mut document, &mut Vec::new(), &mut quoted);
+        if quoted.is_empty() {
+            return None;
+        }
+        let mut request: ExportTraceServiceRequest = serde_json::from_value(document).ok()?;
+        for (path, number) in quoted {
+            // A path the decoder did not read (an unknown field) has nothing to put back.
+            if let Some(value) = in_request(&mut request, &path)
+                && matches!(value.value, Some(Value::DoubleValue(_)))
+            {
+                value.value = Some(Value::DoubleValue(number));
+            }
+        }
+        Some(request)
+    }
+
+    /// Replaces every string `doubleValue` that reads as a number by 0, noting where it was.
+    fn collect(json: &mut Json, path: &mut Vec<Segment>, quoted: &mut Vec<(Vec<Segment>, f64)>) {
+        match json {
+            Json::Object(object) => {
+                if let Some(Json::String(text)) = object.get("doubleValue")
+                    && let Some(number) = parse(text)
+                {
+                    object.insert("doubleValue".to_owned(), Json::from(0));
+                    quoted.push((
+                        path.iter()
+                            .map(|segment| match segment {
+                                Segment::Key(key) => Segment::Key(key.clone()),
+                                Segment::Index(index) => Segment::Index(*index),
+                            })
+                            .collect(),
+                        number,
+                    ));
+                }
+                for (key, value) in object.iter_mut() {
+                    path.push(Segment::Key(key.clone()));
+                    collect(value, path, quoted);
+                    path.pop();
+                }
+            }
+            Json::Array(items) => {
+                for (index, item) in items.iter_mut().enumerate() {
+                    path.push(Segment::Index(index));
+                    collect(item, path, quoted);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn parse(text: &str) -> Option<f64> {
+        match text {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            _ => text.trim().parse().ok(),
+        }
+    }
+
+    fn key<'p>(path: &'p [Segment], name: &str) -> Option<&'p [Segment]> {
+        match path.split_first()? {
+            (Segment::Key(key), rest) if key == name => Some(rest),
+            _ => None,
+        }
+    }
+
+    fn index(path: &[Segment]) -> Option<(usize, &[Segment])> {
+        match path.split_first()? {
+            (Segment::Index(index), rest) => Some((*index, rest)),
+            _ => None,
+        }
+    }
+
+    fn in_request<'a>(
+        request: &'a mut ExportTraceServiceRequest,
+        path: &[Segment],
+    ) -> Option<&'a mut AnyValue> {
+        let (i, rest) = index(key(path, "resourceSpans")?)?;
+        let resource_spans = request.resource_spans.get_mut(i)?;
+        in_resource_spans(resource_spans, rest)
+    }
+
+    fn in_resource_spans<'a>(
+        resource_spans: &'a mut ResourceSpans,
+        path: &[Segment],
+    ) -> Option<&'a mut AnyValue> {
+        if let Some(rest) = key(path, "resource") {
+            let (i, rest) = index(key(rest, "attributes")?)?;
+            let attribute = resource_spans.resource.as_mut()?.attributes.get_mut(i)?;
+            return in_key_value(attribute, rest);
+        }
+        let (i, rest) = index(key(path, "scopeSpans")?)?;
+        let scope_spans = resource_spans.scope_spans.get_mut(i)?;
+        if let Some(rest) = key(rest, "scope") {
+            let (i, rest) = index(key(rest, "attributes")?)?;
+            let attribute = scope_spans.scope.as_mut()?.attributes.get_mut(i)?;
+            return in_key_value(attribute, rest);
+        }
+        let (i, rest) = index(key(rest, "spans")?)?;
+        in_span(scope_spans.spans.get_mut(i)?, rest)
+    }
+
+    fn in_span<'a>(span: &'a mut Span, path: &[Segment]) -> Option<&'a mut AnyValue> {
+        let attributes = if let Some(rest) = key(path, "events") {
+            let (i, rest) = index(rest)?;
+            (&mut span.events.get_mut(i)?.attributes, rest)
+        } else if let Some(rest) = key(path, "links") {
+            let (i, rest) = index(rest)?;
+            (&mut span.links.get_mut(i)?.attributes, rest)
+        } else {
+            (&mut span.attributes, path)
+        };
+        let (attributes, rest) = attributes;
+        let (i, rest) = index(key(rest, "attributes")?)?;
+        in_key_value(attributes.get_mut(i)?, rest)
+    }
+
+    fn in_key_value<'a>(attribute: &'a mut KeyValue, path: &[Segment]) -> Option<&'a mut AnyValue> {
+        in_any_value(attribute.value.as_mut()?, key(path, "value")?)
+    }
+
+    fn in_any_value<'a>(value: &'a mut AnyValue, path: &[Segment]) -> Option<&'a mut AnyValue> {
+        if path.is_empty() {
+            return Some(value);
+        }
+        match &mut value.value {
+            Some(Value::ArrayValue(array)) => {
+                let (i, rest) = index(key(key(path, "arrayValue")?, "values")?)?;
+                in_any_value(array.values.get_mut(i)?, rest)
+            }
+            Some(Value::KvlistValue(list)) => {
+                let (i, rest) = index(key(key(path, "kvlistValue")?, "values")?)?;
+                in_key_value(list.values.get_mut(i)?, rest)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The body's encoding from `Content-Type`: protobuf when absent, `UnsupportedMediaType`
+/// (415) for anything but protobuf or JSON.
+pub fn request_encoding(headers: &HeaderMap) -> Result<Encoding, IngestError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(Encoding::Protobuf);
     };

@@ -79,9 +79,20 @@ pub async fn serve(
         metrics,
     });
     let shutdown = shutdown.boxed().shared();
+    // Open `StreamSpans` calls end on their own once shutdown starts (see `GrpcIngest`);
+    // the gRPC server waits for every open call before it returns.
+    let (stop_streams, shutting_down) = tokio::sync::watch::channel(false);
+    let grpc_shutdown = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.await;
+            let _ = stop_streams.send(true);
+        }
+    };
 
     let grpc_service = GrpcIngest {
         ingestor: Arc::clone(&ingestor),
+        shutting_down,
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -116,7 +127,7 @@ pub async fn serve(
         // Small responses must not wait on Nagle's algorithm (40 ms with delayed ACKs).
         .serve_with_incoming_shutdown(
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            shutdown.clone(),
+            grpc_shutdown,
         );
 
     let http = axum::serve(

@@ -1,5 +1,16 @@
 //! API key → project for every API, with a small cache so a busy exporter does not hit the database on
 //! every request.
+//!
+//! Keys are looked up by their SHA-256 (in the database's primary key and in the cache's
+//! map), never compared as plaintext. The comparisons a lookup makes (index probes, string
+//! equality of hashes) are not constant-time, and need not be: how long they take can tell
+//! an attacker at most how many leading characters of a *hash* they matched, and matching a
+//! stored hash is no help without a key that hashes to it (a SHA-256 preimage), while the
+//! attacker cannot steer the hash of the key they send one character at a time. So no
+//! constant-time equality is used here; it would add nothing the hashing does not give.
+//!
+//! A resolved key is trusted for a minute (`CACHE_TTL`) without asking the database again: a
+//! key deleted from `api_keys` stops working in a running process within that time.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -66,5 +77,23 @@ pub fn bearer_key(authorization: &str) -> &str {
     match value.split_once(' ') {
         Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => key.trim(),
         _ => value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_key;
+
+    #[test]
+    fn the_key_is_what_follows_the_bearer_scheme() {
+        assert_eq!(bearer_key("Bearer ul_abc"), "ul_abc");
+        assert_eq!(bearer_key("  bearer   ul_abc  "), "ul_abc");
+        assert_eq!(bearer_key("BEARER ul_abc"), "ul_abc");
+        assert_eq!(bearer_key("ul_abc"), "ul_abc");
+        assert_eq!(bearer_key("Bearer "), "Bearer");
+        assert_eq!(bearer_key(""), "");
+        // Another scheme is not stripped: the whole value is looked up, and matches no key.
+        assert_eq!(bearer_key("Basic ul_abc"), "Basic ul_abc");
+        assert_eq!(bearer_key("Token ul_abc"), "Token ul_abc");
     }
 }

@@ -21,6 +21,17 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// Characters of a key kept in clear (`api_keys.key_prefix`) to tell keys apart in listings.
+const SHOWN_PREFIX_CHARS: usize = 10;
+
+/// The start of a key shown in listings: at most 10 characters and at most a quarter of the
+/// key, so that a short key chosen by an operator (`USERLENS_API_KEY`) is not stored nearly
+/// whole. A generated key shows `ul_` and 7 of its 64 hex characters.
+pub fn shown_prefix(key: &str) -> String {
+    let shown = (key.chars().count() / 4).min(SHOWN_PREFIX_CHARS);
+    key.chars().take(shown).collect()
+}
+
 /// The project of `name`, created when missing.
 pub async fn ensure_project(db: &impl ConnectionTrait, name: &str) -> Result<i64, StorageError> {
     projects::Entity::insert(projects::ActiveModel {
@@ -50,7 +61,7 @@ pub async fn add_key(
     api_keys::Entity::insert(api_keys::ActiveModel {
         key_hash: Set(hash_key(key)),
         project_id: Set(project_id),
-        key_prefix: Set(key.chars().take(10).collect()),
+        key_prefix: Set(shown_prefix(key)),
         created_at_ns: Set(now_ns()),
     })
     .on_conflict_do_nothing_on([api_keys::Column::KeyHash])
@@ -86,4 +97,40 @@ fn now_ns() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_key_is_long_random_and_prefixed() {
+        let key = generate_key();
+        assert!(key.starts_with(KEY_PREFIX));
+        assert_eq!(key.len(), KEY_PREFIX.len() + 64);
+        assert_ne!(key, generate_key());
+    }
+
+    #[test]
+    fn the_hash_is_sha256_hex_and_not_the_key() {
+        let key = "ul_0123456789";
+        let hash = hash_key(key);
+        assert_eq!(hash.len(), 64);
+        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(!hash.contains(key));
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn the_shown_prefix_is_a_small_part_of_the_key() {
+        let generated = generate_key();
+        assert_eq!(shown_prefix(&generated), generated[..10]);
+        assert_eq!(shown_prefix("short-key-1"), "sh");
+        assert_eq!(shown_prefix("abc"), "");
+        assert_eq!(shown_prefix(""), "");
+        assert_eq!(shown_prefix("ééééééééééééé"), "ééé");
+    }
 }

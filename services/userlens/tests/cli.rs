@@ -135,3 +135,93 @@ fn keys_create_prints_the_key_alone() {
         "{stdout:?}"
     );
 }
+
+/// The listen-address flags of `userlens <args>` and their defaults, read from `--help`.
+fn listen_flags(args: &[&str]) -> Vec<(String, Option<String>)> {
+    let text = help(args);
+    let mut flags: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if let Some(flag) = trimmed.strip_prefix("--").or_else(|| {
+            trimmed
+                .split_once(", --")
+                .filter(|(short, _)| short.starts_with('-'))
+                .map(|(_, long)| long)
+        }) {
+            let name = flag.split_whitespace().next().unwrap_or_default();
+            flags.push((name.to_owned(), String::new()));
+        } else if let Some((_, description)) = flags.last_mut() {
+            description.push_str(trimmed);
+            description.push(' ');
+        }
+    }
+    flags
+        .into_iter()
+        .filter(|(name, _)| name.ends_with("-addr"))
+        .map(|(name, description)| {
+            let default = description
+                .split_once("[default: ")
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .map(|(value, _)| value.to_owned());
+            (name, default)
+        })
+        .collect()
+}
+
+#[test]
+fn every_listener_of_every_role_defaults_to_loopback() {
+    let cases: [(&[&str], &[&str], &[&str]); 5] = [
+        (
+            &[],
+            &[
+                "otlp-grpc-addr",
+                "otlp-http-addr",
+                "graphql-addr",
+                "query-addr",
+            ],
+            &["query-http-addr"],
+        ),
+        (
+            &["all-in-one"],
+            &[
+                "otlp-grpc-addr",
+                "otlp-http-addr",
+                "graphql-addr",
+                "query-addr",
+            ],
+            &["query-http-addr"],
+        ),
+        (&["ingest"], &["otlp-grpc-addr", "otlp-http-addr"], &[]),
+        (&["query"], &["query-addr"], &["query-http-addr"]),
+        (&["gateway"], &["graphql-addr"], &[]),
+    ];
+    for (args, with_default, unset) in cases {
+        let flags = listen_flags(args);
+        let mut names: Vec<&str> = flags.iter().map(|(name, _)| name.as_str()).collect();
+        names.sort_unstable();
+        let mut expected: Vec<&str> = with_default.iter().chain(unset).copied().collect();
+        expected.sort_unstable();
+        assert_eq!(names, expected, "listen flags of {args:?}");
+        for (name, default) in &flags {
+            match default {
+                Some(default) => {
+                    let addr: std::net::SocketAddr = default
+                        .parse()
+                        .unwrap_or_else(|e| panic!("{args:?} --{name} default {default}: {e}"));
+                    assert_eq!(
+                        addr.ip(),
+                        std::net::IpAddr::from([127, 0, 0, 1]),
+                        "{args:?} --{name} listens on {addr} by default"
+                    );
+                }
+                None => assert!(
+                    unset.contains(&name.as_str()),
+                    "{args:?} --{name} has no default"
+                ),
+            }
+        }
+    }
+    // The gateway's and the demo's default peers are on loopback too.
+    assert!(help(&["gateway"]).contains("[default: http://127.0.0.1:50051]"));
+    assert!(help(&["demo"]).contains("[default: http://127.0.0.1:4317]"));
+}
