@@ -172,3 +172,145 @@ async fn an_overload_burst_sheds_retryably_and_loses_nothing_acknowledged() {
         ingest.stop().await;
     });
 }
+
+/// A body that is not an `ExportTraceServiceRequest`: field 1 as a varint, where the request
+/// has its length-delimited `resource_spans`. Decoding it fails.
+fn undecodable_export() -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: 5,
+        nanos: 0,
+    }
+}
+
+async fn export_undecodable_grpc(grpc_url: &str) -> tonic::Status {
+    let channel = tonic::transport::Endpoint::from_shared(grpc_url.to_owned())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let mut call = tonic::Request::new(undecodable_export());
+    call.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {KEY}").parse().expect("ascii"),
+    );
+    let codec: tonic_prost::ProstCodec<
+        prost_types::Duration,
+        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+    > = tonic_prost::ProstCodec::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    grpc.unary(call, path, codec)
+        .await
+        .expect_err("an undecodable export is refused")
+}
+
+async fn export_undecodable_http(http_url: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(http_url)
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(undecodable_export().encode_to_vec())
+        .send()
+        .await
+        .expect("send")
+}
+
+/// With the write queue full, a new export is refused as overloaded before its body is
+/// decoded: an undecodable body gets the retryable refusal, not the decode error it gets
+/// once the queue has room again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_refuses_new_exports_before_decoding_them() {
+    for_each_backend!(|database| {
+        let ingest = UserlensProcess::start(
+            &[
+                "ingest",
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--otlp-http-addr",
+                "127.0.0.1:0",
+                "--max-queued-spans",
+                "16",
+            ],
+            &[
+                ("USERLENS_DATABASE_URL", &database.url),
+                ("USERLENS_API_KEY", KEY),
+            ],
+            &["otlp-grpc", "otlp-http"],
+        )
+        .await;
+        let project = keys::resolve_key(&database.db, KEY)
+            .await
+            .expect("keys")
+            .expect("project");
+        let http_url = format!("http://{}/v1/traces", ingest.addr("otlp-http"));
+        let grpc_url = format!("http://{}", ingest.addr("otlp-grpc"));
+        let dataset = Dataset::new(DatasetSpec::new(8, 3, 11, 2, 1_790_000_000_000_000_000));
+        let request = dataset.request(0..8);
+        let spans = span_count(&request);
+        assert!(spans >= 16, "one request fills the queue");
+
+        // A stalled writer holds the one request, which takes the whole queue.
+        let blocker = database.connect_again().await;
+        let lock = blocker.begin().await.expect("begin");
+        lock.execute_unprepared(&format!(
+            "UPDATE projects SET name = name WHERE id = {project}"
+        ))
+        .await
+        .expect("lock the project row");
+        let filler = {
+            let grpc_url = grpc_url.clone();
+            tokio::spawn(async move {
+                let mut client = TraceServiceClient::connect(grpc_url)
+                    .await
+                    .expect("connect");
+                let mut call = tonic::Request::new(request);
+                call.metadata_mut().insert(
+                    "authorization",
+                    format!("Bearer {KEY}").parse().expect("ascii"),
+                );
+                client.export(call).await
+            })
+        };
+        let mut full = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let status = export_undecodable_grpc(&grpc_url).await;
+            if status.code() == tonic::Code::ResourceExhausted {
+                full = true;
+                break;
+            }
+        }
+        assert!(
+            full,
+            "an undecodable export meets the full queue with RESOURCE_EXHAUSTED"
+        );
+        let response = export_undecodable_http(&http_url).await;
+        assert_eq!(response.status().as_u16(), 429);
+        assert!(response.headers().get("retry-after").is_some());
+
+        lock.rollback().await.expect("release the lock");
+        filler
+            .await
+            .expect("filler task")
+            .expect("the queued request is stored");
+        assert_eq!(
+            read::span_count(&database.db, project)
+                .await
+                .expect("count"),
+            spans
+        );
+        // With room in the queue, the same bodies are read and refused as malformed.
+        assert_eq!(
+            export_undecodable_grpc(&grpc_url).await.code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            export_undecodable_http(&http_url).await.status().as_u16(),
+            400
+        );
+        ingest.stop().await;
+    });
+}

@@ -63,7 +63,7 @@ impl TraceService for GrpcIngest {
         let project_id = self.project_of(&request).await?;
         let outcome = self
             .ingestor
-            .export(project_id, &request.get_ref().resource_spans)
+            .export(project_id, request.into_inner().resource_spans)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(ExportTraceServiceResponse {
@@ -170,7 +170,7 @@ impl IngestService for GrpcIngest {
 }
 
 async fn write_batch(ingestor: &Ingestor, project_id: i64, batch: SpanBatch) -> BatchAck {
-    match ingestor.export(project_id, &batch.resource_spans).await {
+    match ingestor.export(project_id, batch.resource_spans).await {
         Ok(outcome) => BatchAck {
             sequence: batch.sequence,
             outcome: BatchOutcome::Durable as i32,

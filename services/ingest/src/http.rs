@@ -107,10 +107,13 @@ async fn export(
             IngestError::Malformed(format!("reading the body failed: {e}"))
         }
     })?;
+    // The body is read whole (so the connection stays usable) but not decoded when the
+    // request would be refused anyway.
+    state.ingestor.refuse_when_queue_nearly_full()?;
     let request = decode_body(headers, encoding, raw.to_bytes(), limit)?;
     state
         .ingestor
-        .export(project_id, &request.resource_spans)
+        .export(project_id, request.resource_spans)
         .await
 }
 

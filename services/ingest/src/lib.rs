@@ -2,6 +2,7 @@
 //! OTLP/HTTP with `/healthz` and `/metrics` on another. Spans are validated and mapped
 //! (SPEC §3), then committed by the group-commit writer before any success is returned.
 
+mod admission;
 pub mod error;
 pub mod grpc;
 mod grpc_status;
@@ -26,6 +27,7 @@ use userlens_storage::{DatabaseConnection, KeyResolver};
 pub use error::IngestError;
 pub use writer::WriterSettings;
 
+use crate::admission::RefuseWhenQueueFull;
 use crate::grpc::GrpcIngest;
 use crate::grpc_status::ClientErrorCodes;
 use crate::metrics::IngestMetrics;
@@ -112,11 +114,14 @@ pub async fn serve(
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(ClientErrorCodes::new(
-            TraceServiceServer::new(grpc_service.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_body_bytes),
+        .add_service(RefuseWhenQueueFull::new(
+            ClientErrorCodes::new(
+                TraceServiceServer::new(grpc_service.clone())
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .send_compressed(CompressionEncoding::Gzip)
+                    .max_decoding_message_size(max_body_bytes),
+            ),
+            Arc::clone(&ingestor),
         ))
         .add_service(ClientErrorCodes::new(
             IngestServiceServer::new(grpc_service)

@@ -37,13 +37,29 @@ impl Ingestor {
         }
     }
 
+    /// `Overloaded` when the write queue is nearly full: the request is refused before its
+    /// spans are read or converted.
+    pub fn refuse_when_queue_nearly_full(&self) -> Result<(), IngestError> {
+        if self.writer.is_nearly_full() {
+            self.metrics.record_shed();
+            return Err(IngestError::Overloaded {
+                retry_after: crate::writer::RETRY_AFTER,
+            });
+        }
+        Ok(())
+    }
+
     /// Writes the good spans of a request; returns once they are committed.
     pub async fn export(
         &self,
         project_id: i64,
-        resource_spans: &[ResourceSpans],
+        resource_spans: Vec<ResourceSpans>,
     ) -> Result<ExportOutcome, IngestError> {
-        let converted = convert_resource_spans(resource_spans);
+        self.refuse_when_queue_nearly_full()?;
+        let converted = convert_resource_spans(&resource_spans);
+        // The decoded request is not kept while the spans wait for their commit: a queued
+        // span then costs its record only.
+        drop(resource_spans);
         self.metrics.record_rejected_spans(converted.rejected);
         let accepted = converted.accepted.len() as u64;
         if !converted.accepted.is_empty() {

@@ -37,7 +37,7 @@ pub const DEFAULT_POSTGRES_WRITERS: usize = 3;
 impl Default for WriterSettings {
     fn default() -> Self {
         Self {
-            max_queued_spans: 100_000,
+            max_queued_spans: DEFAULT_MAX_QUEUED_SPANS,
             max_spans_per_commit: 8_192,
             writers: 0,
         }
@@ -64,7 +64,11 @@ pub enum WriteError {
     Unavailable { retry_after: Duration },
 }
 
-const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Spans the write queue holds by default: about half a second of writing on a 2-core
+/// machine, and ≈ 2 KB of memory per queued span at most.
+pub const DEFAULT_MAX_QUEUED_SPANS: usize = 32_768;
+
+pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 struct WriteJob {
     project_id: i64,
@@ -130,6 +134,12 @@ impl BatchWriter {
         answer.await.unwrap_or(Err(WriteError::Unavailable {
             retry_after: RETRY_AFTER,
         }))
+    }
+
+    /// True when less than a sixteenth of the queue is free: new requests are then refused
+    /// before their bodies are read (see `admission`), since most could not be queued.
+    pub fn is_nearly_full(&self) -> bool {
+        self.queue_room.available_permits() < self.max_queued_spans.div_ceil(16)
     }
 
     /// Spans waiting for the writer now.

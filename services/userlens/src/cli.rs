@@ -94,7 +94,7 @@ pub struct IngestListenArgs {
     #[arg(long, env = "USERLENS_MAX_BODY_BYTES", default_value_t = userlens_ingest::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Spans waiting to be written, at most; past it requests are shed with 429 / RESOURCE_EXHAUSTED.
-    #[arg(long, env = "USERLENS_MAX_QUEUED_SPANS", default_value_t = 100_000)]
+    #[arg(long, env = "USERLENS_MAX_QUEUED_SPANS", default_value_t = userlens_ingest::writer::DEFAULT_MAX_QUEUED_SPANS)]
     pub max_queued_spans: usize,
     /// Write transactions in flight at once; 0: 1 on SQLite, 3 on PostgreSQL.
     #[arg(long, env = "USERLENS_INGEST_WRITERS", default_value_t = 0)]

@@ -14,10 +14,6 @@ use futures::FutureExt;
 use tokio::net::TcpListener;
 use userlens_storage::{DatabaseConnection, DatabaseSettings, keys};
 
-/// Ingest allocates and frees many short-lived buffers per span across threads; mimalloc
-/// spends a third of the CPU time the system allocator did on that.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use userlens_users_query::ResultCache;
 
 use crate::cli::{
