@@ -10,8 +10,8 @@ use prost::Message;
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use userlens_datagen::{Dataset, DatasetSpec, span_count};
 use userlens_storage::{keys, read};
-use userlens_tests::for_each_backend;
 use userlens_tests::process::UserlensProcess;
+use userlens_tests::{TestDatabase, for_each_backend};
 
 const KEY: &str = "ul_overload_key";
 const REQUESTS: u64 = 24;
@@ -23,30 +23,48 @@ enum Answer {
     Refused,
 }
 
+/// `userlens ingest` on `database` with a write queue of `max_queued_spans`, and the id of
+/// the project its key belongs to.
+async fn start_ingest(database: &TestDatabase, max_queued_spans: u32) -> (UserlensProcess, i64) {
+    let max_queued_spans = max_queued_spans.to_string();
+    let ingest = UserlensProcess::start(
+        &[
+            "ingest",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--max-queued-spans",
+            &max_queued_spans,
+        ],
+        &[
+            ("USERLENS_DATABASE_URL", &database.url),
+            ("USERLENS_API_KEY", KEY),
+        ],
+        &["otlp-grpc", "otlp-http"],
+    )
+    .await;
+    let project = keys::resolve_key(&database.db, KEY)
+        .await
+        .expect("keys")
+        .expect("project");
+    (ingest, project)
+}
+
+/// `message` with the project's key.
+fn authorized<T>(message: T) -> tonic::Request<T> {
+    let mut call = tonic::Request::new(message);
+    call.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {KEY}").parse().expect("ascii"),
+    );
+    call
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_overload_burst_sheds_retryably_and_loses_nothing_acknowledged() {
     for_each_backend!(|database| {
-        let ingest = UserlensProcess::start(
-            &[
-                "ingest",
-                "--otlp-grpc-addr",
-                "127.0.0.1:0",
-                "--otlp-http-addr",
-                "127.0.0.1:0",
-                "--max-queued-spans",
-                "600",
-            ],
-            &[
-                ("USERLENS_DATABASE_URL", &database.url),
-                ("USERLENS_API_KEY", KEY),
-            ],
-            &["otlp-grpc", "otlp-http"],
-        )
-        .await;
-        let project = keys::resolve_key(&database.db, KEY)
-            .await
-            .expect("keys")
-            .expect("project");
+        let (ingest, project) = start_ingest(&database, 600).await;
         let dataset = Dataset::new(DatasetSpec::new(
             REQUESTS * TRACES_PER_REQUEST,
             30,
@@ -99,12 +117,7 @@ async fn an_overload_burst_sheds_retryably_and_loses_nothing_acknowledged() {
                     let mut client = TraceServiceClient::connect(grpc_url)
                         .await
                         .expect("connect");
-                    let mut call = tonic::Request::new(request);
-                    call.metadata_mut().insert(
-                        "authorization",
-                        format!("Bearer {KEY}").parse().expect("ascii"),
-                    );
-                    match client.export(call).await {
+                    match client.export(authorized(request)).await {
                         Ok(_) => Answer::Stored,
                         Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                             Answer::Refused
@@ -153,13 +166,8 @@ async fn an_overload_burst_sheds_retryably_and_loses_nothing_acknowledged() {
             .await
             .expect("connect");
         for &i in &refused {
-            let mut call = tonic::Request::new(requests[i].clone());
-            call.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {KEY}").parse().expect("ascii"),
-            );
             client
-                .export(call)
+                .export(authorized(requests[i].clone()))
                 .await
                 .expect("a retry succeeds once the burst is over");
         }
@@ -190,11 +198,7 @@ async fn export_undecodable_grpc(grpc_url: &str) -> tonic::Status {
         .expect("connect");
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
-    let mut call = tonic::Request::new(undecodable_export());
-    call.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {KEY}").parse().expect("ascii"),
-    );
+    let call = authorized(undecodable_export());
     let codec: tonic_prost::ProstCodec<
         prost_types::Duration,
         opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
@@ -224,27 +228,7 @@ async fn export_undecodable_http(http_url: &str) -> reqwest::Response {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_queue_refuses_new_exports_before_decoding_them() {
     for_each_backend!(|database| {
-        let ingest = UserlensProcess::start(
-            &[
-                "ingest",
-                "--otlp-grpc-addr",
-                "127.0.0.1:0",
-                "--otlp-http-addr",
-                "127.0.0.1:0",
-                "--max-queued-spans",
-                "16",
-            ],
-            &[
-                ("USERLENS_DATABASE_URL", &database.url),
-                ("USERLENS_API_KEY", KEY),
-            ],
-            &["otlp-grpc", "otlp-http"],
-        )
-        .await;
-        let project = keys::resolve_key(&database.db, KEY)
-            .await
-            .expect("keys")
-            .expect("project");
+        let (ingest, project) = start_ingest(&database, 16).await;
         let http_url = format!("http://{}/v1/traces", ingest.addr("otlp-http"));
         let grpc_url = format!("http://{}", ingest.addr("otlp-grpc"));
         let dataset = Dataset::new(DatasetSpec::new(8, 3, 11, 2, 1_790_000_000_000_000_000));
@@ -266,12 +250,7 @@ async fn a_full_queue_refuses_new_exports_before_decoding_them() {
                 let mut client = TraceServiceClient::connect(grpc_url)
                     .await
                     .expect("connect");
-                let mut call = tonic::Request::new(request);
-                call.metadata_mut().insert(
-                    "authorization",
-                    format!("Bearer {KEY}").parse().expect("ascii"),
-                );
-                client.export(call).await
+                client.export(authorized(request)).await
             })
         };
         let mut full = false;

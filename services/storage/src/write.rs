@@ -75,9 +75,19 @@ pub async fn write_spans<'a>(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    retry_on_conflict(|| write_spans_once(db, project_id, &unique, &trace_ids)).await
+}
+
+/// Runs one write transaction, again (up to `ATTEMPTS_ON_CONFLICT` times in all) when the
+/// database reports a deadlock or serialisation failure.
+async fn retry_on_conflict<F, Attempt>(mut write_once: F) -> Result<WriteSummary, StorageError>
+where
+    F: FnMut() -> Attempt,
+    Attempt: std::future::Future<Output = Result<WriteSummary, StorageError>>,
+{
     let mut attempt = 1;
     loop {
-        match write_spans_once(db, project_id, &unique, &trace_ids).await {
+        match write_once().await {
             Err(error) if attempt < ATTEMPTS_ON_CONFLICT && error.is_write_conflict() => {
                 tracing::debug!(%error, attempt, "write conflict, retrying");
                 attempt += 1;
@@ -142,16 +152,7 @@ pub async fn annotate_trace(
         }
     }
     let rows: Vec<((i16, String), Option<String>)> = rows.into_iter().collect();
-    let mut attempt = 1;
-    loop {
-        match annotate_trace_once(db, project_id, trace_id, &rows).await {
-            Err(error) if attempt < ATTEMPTS_ON_CONFLICT && error.is_write_conflict() => {
-                tracing::debug!(%error, attempt, "write conflict, retrying");
-                attempt += 1;
-            }
-            result => return result,
-        }
-    }
+    retry_on_conflict(|| annotate_trace_once(db, project_id, trace_id, &rows)).await
 }
 
 async fn annotate_trace_once(
