@@ -52,15 +52,7 @@ impl Default for IngestSettings {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("gRPC server failed: {0}")]
-    Grpc(#[from] tonic::transport::Error),
-    #[error("HTTP server failed: {0}")]
-    Http(#[from] std::io::Error),
-    #[error("gRPC reflection setup failed: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-}
+pub use userlens_server::ServeError;
 
 /// Runs the ingest role on the given listeners until `shutdown` resolves, then finishes
 /// in-flight requests and the write queue before returning.

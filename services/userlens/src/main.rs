@@ -36,9 +36,7 @@ enum CliError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Ingest(#[from] userlens_ingest::ServeError),
-    #[error(transparent)]
-    Query(#[from] userlens_users_query::ServeError),
+    Serve(#[from] userlens_server::ServeError),
     #[error(transparent)]
     Cache(#[from] userlens_users_query::cache::CacheError),
     #[error(transparent)]

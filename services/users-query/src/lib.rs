@@ -26,15 +26,7 @@ pub use cache::ResultCache;
 pub use metrics::QueryMetrics;
 pub use service::QueryService;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("gRPC server failed: {0}")]
-    Grpc(#[from] tonic::transport::Error),
-    #[error("HTTP server failed: {0}")]
-    Http(#[from] std::io::Error),
-    #[error("gRPC reflection setup failed: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-}
+pub use userlens_server::ServeError;
 
 /// Runs the users-query role until `shutdown` resolves. `http_listener`, when given, serves
 /// `GET /metrics` and `GET /healthz`.
