@@ -116,7 +116,7 @@ fn docker_compose_accepts_the_file_when_installed() {
             "config",
             "--quiet",
         ])
-        .env("USERLENS_API_KEY", "ul_compose_check")
+        .env("USERLENS_API_KEY", "ul_compose_check_0123456789")
         .output()
         .expect("run docker compose config");
     assert!(

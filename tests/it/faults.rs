@@ -37,7 +37,7 @@ use userlens_tests::stack::{CacheChoice, Stack, redis_url};
 use userlens_tests::{Backend, TestDatabase, for_each_backend};
 use userlens_users_query::convert::ns_to_timestamp as ts;
 
-const KEY: &str = "ul_faults_key";
+const KEY: &str = "ul_faults_key_0123456789";
 const NS: i64 = 1_000_000_000;
 const DAY: i64 = 86_400 * NS;
 /// 2026-03-01T00:00:00Z.

@@ -15,7 +15,7 @@ use userlens_tests::process::UserlensProcess;
 use userlens_tests::stack::redis_url;
 use userlens_tests::{Backend, TestDatabase};
 
-const KEY: &str = "ul_gateway_e2e_key";
+const KEY: &str = "ul_gateway_e2e_key_0123456789";
 const NS: u64 = 1_000_000_000;
 /// 2026-03-01T00:00:00Z.
 const MARCH_1: u64 = 1_772_323_200 * NS;

@@ -14,7 +14,7 @@ use userlens_storage::{keys, read};
 use userlens_tests::for_each_backend;
 use userlens_tests::process::UserlensProcess;
 
-const KEY: &str = "ul_e2e_test_key";
+const KEY: &str = "ul_e2e_test_key_0123456789";
 
 /// Emits one trace for `user`: a root span carrying the user, session and email, an LLM
 /// call with tokens and cost, and a tool call.

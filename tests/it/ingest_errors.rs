@@ -22,7 +22,7 @@ use userlens_tests::otlp::{
 use userlens_tests::process::UserlensProcess;
 use userlens_tests::{TestDatabase, for_each_backend};
 
-const KEY: &str = "ul_errors_test_key";
+const KEY: &str = "ul_errors_test_key_0123456789";
 const BODY_LIMIT: usize = 65_536;
 
 async fn start(database: &TestDatabase, max_queued_spans: usize) -> UserlensProcess {

@@ -13,7 +13,7 @@ use userlens_storage::{keys, read};
 use userlens_tests::process::UserlensProcess;
 use userlens_tests::{TestDatabase, for_each_backend};
 
-const KEY: &str = "ul_overload_key";
+const KEY: &str = "ul_overload_key_0123456789";
 const REQUESTS: u64 = 24;
 const TRACES_PER_REQUEST: u64 = 40;
 

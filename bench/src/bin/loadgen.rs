@@ -72,7 +72,7 @@ enum Baseline {
     Insert,
 }
 
-const KEY: &str = "ul_loadgen_key";
+const KEY: &str = "ul_loadgen_key_0123456789";
 
 struct Totals {
     spans: AtomicU64,

@@ -42,14 +42,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
                 "a SQLite url must name a file, e.g. sqlite://./data/userlens.db".into(),
             ));
         }
-        if let Some(dir) = Path::new(file)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StorageError::InvalidUrl(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
+        prepare_sqlite_file(Path::new(file))?;
         let mut options = ConnectOptions::new(format!("sqlite://{file}?mode=rwc"));
         options.map_sqlx_sqlite_opts(|o| {
             o.journal_mode(SqliteJournalMode::Wal)
@@ -81,6 +74,67 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         .acquire_timeout(Duration::from_secs(5))
         .sqlx_logging(false);
     Ok(Database::connect(options).await?)
+}
+
+/// The SQLite file holds every project's traces, user ids and emails: a directory made for
+/// it is private to the owner (0700) and a new file is created 0600 before SQLite opens it
+/// (SQLite gives its `-wal` and `-shm` files the mode of the database file). An existing file
+/// readable by others is used, with a warning saying how to fix it.
+fn prepare_sqlite_file(file: &Path) -> Result<(), StorageError> {
+    let cannot = |what: &Path, e: std::io::Error| {
+        StorageError::InvalidUrl(format!("cannot create {}: {e}", what.display()))
+    };
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        private_dir_builder()
+            .create(dir)
+            .map_err(|e| cannot(dir, e))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            warn_when_readable_by_others(file);
+            Ok(())
+        }
+        Err(e) => Err(cannot(file, e)),
+    }
+}
+
+/// Creates missing directories (parents included) readable by their owner only.
+pub fn private_dir_builder() -> std::fs::DirBuilder {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+}
+
+/// The permission bits of `path` that let its group or others in (0 when none do).
+pub fn group_or_other_permissions(path: &Path) -> std::io::Result<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Ok(std::fs::metadata(path)?.permissions().mode() & 0o077)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).map(|_| 0)
+    }
+}
+
+fn warn_when_readable_by_others(file: &Path) {
+    if let Ok(bits) = group_or_other_permissions(file)
+        && bits != 0
+    {
+        tracing::warn!(
+            path = %file.display(),
+            mode = format!("{bits:03o}"),
+            "the database file is open to other users; `chmod 600` it (and its -wal and -shm files)"
+        );
+    }
 }
 
 /// Applies every pending migration.

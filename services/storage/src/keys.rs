@@ -10,6 +10,11 @@ use crate::error::StorageError;
 /// Every generated key starts with this, so a key is recognisable in a config file.
 pub const KEY_PREFIX: &str = "ul_";
 
+/// The shortest key an operator may configure (`USERLENS_API_KEY`, a key file): a key is the
+/// only secret between the internet and a project's data, and a short one can be guessed.
+/// Generated keys have 67 characters.
+pub const MIN_KEY_CHARS: usize = 20;
+
 /// A new random key: `ul_` and 64 hex characters (256 bits).
 pub fn generate_key() -> String {
     let bytes: [u8; 32] = rand::random();

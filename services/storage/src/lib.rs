@@ -16,7 +16,7 @@ pub mod span;
 pub mod write;
 
 pub use auth::KeyResolver;
-pub use db::{DatabaseSettings, connect, migrate};
+pub use db::{DatabaseSettings, connect, group_or_other_permissions, migrate, private_dir_builder};
 pub use error::StorageError;
 pub use sea_orm::{DatabaseConnection, DbBackend};
 pub use span::{Annotation, SpanFacts, SpanRecord, StoredSpan};

@@ -35,6 +35,13 @@ enum CliError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "the key file {path} is open to other users (mode {mode}): run `chmod 600 {path}`, \
+         or delete it to have a new key made"
+    )]
+    KeyFileNotPrivate { path: String, mode: String },
+    #[error("{origin} is shorter than {min} characters: choose a long random key", min = keys::MIN_KEY_CHARS)]
+    KeyTooShort { origin: String },
     #[error(transparent)]
     Serve(#[from] userlens_server::ServeError),
     #[error(transparent)]
@@ -202,8 +209,22 @@ async fn all_in_one_key(
         path: path.display().to_string(),
         source,
     };
+    if path.exists() {
+        let open_bits =
+            userlens_storage::group_or_other_permissions(path).map_err(key_file_error)?;
+        if open_bits != 0 {
+            return Err(CliError::KeyFileNotPrivate {
+                path: path.display().to_string(),
+                mode: format!("{open_bits:03o}"),
+            });
+        }
+    }
     let key = match std::fs::read_to_string(path) {
-        Ok(existing) if !existing.trim().is_empty() => existing.trim().to_owned(),
+        Ok(existing) if !existing.trim().is_empty() => {
+            let key = existing.trim().to_owned();
+            require_long_key(&key, || format!("the key in {}", path.display()))?;
+            key
+        }
         Ok(_) => {
             return Err(key_file_error(std::io::Error::other(
                 "the key file is empty",
@@ -221,9 +242,11 @@ async fn all_in_one_key(
     Ok(Some(key))
 }
 
+/// Writes a new file only its owner can read (0600), in a directory made private (0700) when
+/// it has to be created.
 fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        userlens_storage::private_dir_builder().create(dir)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -302,9 +325,17 @@ async fn ensure_bootstrap_key(db: &DatabaseConnection, args: &KeyArgs) -> Result
     else {
         return Ok(false);
     };
+    require_long_key(key, || "USERLENS_API_KEY (--api-key)".to_owned())?;
     let project_id = keys::ensure_project(db, "default").await?;
     keys::add_key(db, project_id, key).await?;
     Ok(true)
+}
+
+fn require_long_key(key: &str, origin: impl FnOnce() -> String) -> Result<(), CliError> {
+    if key.chars().count() < keys::MIN_KEY_CHARS {
+        return Err(CliError::KeyTooShort { origin: origin() });
+    }
+    Ok(())
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, CliError> {
