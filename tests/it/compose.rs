@@ -1,7 +1,7 @@
 //! `docker-compose.yml` describes the documented deployment: PostgreSQL, Redis, a one-shot
 //! migration, then ingest, users-query and gateway from the one image, with health checks.
-//! `docker compose config` validates it when Docker is installed; the YAML is checked here
-//! either way.
+//! The YAML is checked here on every run; `docker compose config` validates it where Docker
+//! runs (an ignored test: `-- --ignored compose`).
 
 use std::process::Command;
 
@@ -99,15 +99,8 @@ fn compose_file_runs_every_role_with_health_checks() {
 }
 
 #[test]
-fn docker_compose_accepts_the_file_when_installed() {
-    let has_compose = Command::new("docker")
-        .args(["compose", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_compose {
-        eprintln!("note: docker compose is not installed; validated the YAML only");
-        return;
-    }
+#[ignore = "needs Docker with compose: cargo test -p userlens-tests --test it -- --ignored compose"]
+fn docker_compose_accepts_the_file() {
     let output = Command::new("docker")
         .args([
             "compose",

@@ -340,14 +340,16 @@ struct FaultLog {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(userlens_test_postgres),
+    ignore = "needs PostgreSQL: set USERLENS_TEST_DATABASE_URL and build the tests again"
+)]
 async fn acknowledged_spans_survive_killed_connections_and_a_postgres_restart() {
-    if !userlens_tests::backends().contains(&Backend::Postgres) {
-        eprintln!(
-            "skipped: set {} to a PostgreSQL url to run the PostgreSQL fault test",
-            userlens_tests::DATABASE_URL_ENV
-        );
-        return;
-    }
+    assert!(
+        userlens_tests::backends().contains(&Backend::Postgres),
+        "built for PostgreSQL, but {} is not set now",
+        userlens_tests::DATABASE_URL_ENV
+    );
     let faulty = TestDatabase::create(Backend::Postgres).await;
     let reference = TestDatabase::create(Backend::Postgres).await;
     let data = dataset(PG_TRACES, 21);
@@ -548,14 +550,17 @@ fn extra_trace(n: u64, user: &str) -> ExportTraceServiceRequest {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(userlens_test_redis),
+    ignore = "needs Redis: set USERLENS_TEST_REDIS_URL and build the tests again"
+)]
 async fn queries_stay_correct_while_redis_stops_is_flushed_hangs_and_returns() {
-    let Some(redis) = redis_url() else {
-        eprintln!(
-            "skipped: set {} to a Redis url to run the Redis fault test",
+    let redis = redis_url().unwrap_or_else(|| {
+        panic!(
+            "built for Redis, but {} is not set now",
             userlens_tests::REDIS_URL_ENV
-        );
-        return;
-    };
+        )
+    });
     let redis_addr = address_of(&redis, 6379).await;
     for_each_backend!(|database| {
         let proxy = Proxy::start(redis_addr).await;

@@ -32,6 +32,10 @@ pub fn backends() -> Vec<Backend> {
     match postgres_admin_url() {
         Some(_) => vec![Backend::Sqlite, Backend::Postgres],
         None => {
+            assert!(
+                !running_under_ci(),
+                "CI runs every database test on PostgreSQL too: set {DATABASE_URL_ENV}"
+            );
             NOTE.call_once(|| {
                 eprintln!(
                     "note: {DATABASE_URL_ENV} is not set; database tests run on SQLite only \
@@ -41,6 +45,11 @@ pub fn backends() -> Vec<Backend> {
             vec![Backend::Sqlite]
         }
     }
+}
+
+/// True under CI (`CI=true`), where a test must never quietly run on fewer backends.
+pub fn running_under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
 fn postgres_admin_url() -> Option<String> {

@@ -4,36 +4,43 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-/// Path of the `userlens` binary next to the test executable, built when missing.
+/// Path of the `userlens` binary next to the test executable, built from the current
+/// sources once per test run (cargo does nothing when it is up to date), so a process test
+/// never runs a binary left over from other sources.
 pub fn userlens_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(build_userlens_binary).clone()
+}
+
+fn build_userlens_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/userlens
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("test executable lives in target/<profile>/deps");
-    let binary = profile_dir.join(format!("userlens{}", std::env::consts::EXE_SUFFIX));
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut build = std::process::Command::new(cargo);
-        build.args(["build", "-p", "userlens", "--bin", "userlens"]);
-        if release {
-            build.arg("--release");
-        }
-        let status = build
-            .status()
-            .expect("run cargo build for the userlens binary");
-        assert!(status.success(), "building the userlens binary failed");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "--quiet", "-p", "userlens", "--bin", "userlens"]);
+    if let Some(target_dir) = profile_dir.parent() {
+        build.env("CARGO_TARGET_DIR", target_dir);
     }
-    binary
+    if release {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .expect("run cargo build for the userlens binary");
+    assert!(status.success(), "building the userlens binary failed");
+    profile_dir.join(format!("userlens{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// A running `userlens` process; killed when dropped.

@@ -30,10 +30,16 @@ pub enum CacheChoice {
     Redis(String),
 }
 
+/// The Redis server of the tests; None when not configured (never under CI).
 pub fn redis_url() -> Option<String> {
-    std::env::var(REDIS_URL_ENV)
+    let url = std::env::var(REDIS_URL_ENV)
         .ok()
-        .filter(|u| !u.trim().is_empty())
+        .filter(|u| !u.trim().is_empty());
+    assert!(
+        url.is_some() || !crate::running_under_ci(),
+        "CI runs the tests on Redis too: set {REDIS_URL_ENV}"
+    );
+    url
 }
 
 pub struct Stack {
