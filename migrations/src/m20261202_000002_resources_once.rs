@@ -23,6 +23,12 @@ const SQLITE_ROWS_PER_STEP: i64 = 1_000;
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
+    /// In one transaction on SQLite too (its DDL is transactional): an interrupted
+    /// migration leaves the old layout, never a half-converted one.
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         let backend = manager.get_database_backend();
