@@ -75,6 +75,6 @@ pub fn check_mapping(resource_spans: &[ResourceSpans]) {
         }
         assert!(!record.name.contains('\0'));
         assert!(!record.attributes_json.contains('\0'));
-        assert!(!record.resource_attributes_json.contains('\0'));
+        assert!(!record.resource.attributes_json.contains('\0'));
     }
 }

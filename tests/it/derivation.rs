@@ -77,7 +77,11 @@ fn random_spans(rng: &mut StdRng) -> Vec<SpanRecord> {
                     facts,
                 },
                 attributes_json: "{}".into(),
-                resource_attributes_json: "{}".into(),
+                dropped_attributes_count: 0,
+                resource: std::sync::Arc::new(userlens_storage::ResourceRecord::new(
+                    "{}".into(),
+                    0,
+                )),
             });
         }
     }

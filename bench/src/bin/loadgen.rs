@@ -539,7 +539,7 @@ mod baseline {
     const COLUMNS: &str = "project_id, trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, \
         status_code, status_message, user_id, user_email, session_id, provider, model, is_llm_call, \
         input_tokens, output_tokens, cached_input_tokens, cost_nano, tool_name, issue_id, issue_title, \
-        behaviours, attributes, resource_attributes";
+        behaviours, attributes, dropped_attributes_count, resource_hash";
 
     fn csv_text(out: &mut String, value: Option<&str>) {
         if let Some(value) = value {
@@ -593,9 +593,11 @@ mod baseline {
         let behaviours = (!f.behaviours.is_empty()).then(|| format!("{:?}", f.behaviours));
         csv_text(out, behaviours.as_deref());
         csv_text(out, Some(&span.attributes_json));
-        out.push('"');
-        out.push_str(&span.resource_attributes_json.replace('"', "\"\""));
-        out.push_str("\"\n");
+        out.push_str(&format!(
+            "{},\\x{}\n",
+            span.dropped_attributes_count,
+            hex::encode(span.resource.hash)
+        ));
     }
 
     /// Writes rows for `args.seconds`; returns spans per second.
@@ -647,7 +649,7 @@ mod baseline {
                             db.get_database_backend(),
                             "INSERT INTO spans (project_id, trace_id, span_id, parent_span_id, name, kind, start_ns, \
                              end_ns, status_code, user_id, session_id, model, is_llm_call, cost_nano, attributes, \
-                             resource_attributes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                             resource_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
                             [
                                 project_id.into(),
                                 span.trace_id.to_vec().into(),
@@ -664,7 +666,7 @@ mod baseline {
                                 s.facts.is_llm_call.into(),
                                 s.facts.cost_nano.into(),
                                 span.attributes_json.clone().into(),
-                                span.resource_attributes_json.clone().into(),
+                                span.resource.hash.to_vec().into(),
                             ],
                         );
                         db.execute_raw(statement).await.expect("insert");

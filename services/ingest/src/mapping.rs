@@ -4,19 +4,48 @@
 //! is present are the resource's attributes searched the same way. Empty strings (and
 //! values with no content) count as absent. A present value of a type we cannot read for
 //! that fact rejects the span.
+//!
+//! Limits (`docs/spec.md` §3.2): attributes beyond the count, key or value-size limits are
+//! dropped and counted in the stored `dropped_attributes_count`, as OpenTelemetry SDKs do;
+//! facts are read from the attributes kept, so the stored span gives them back. Facts out of
+//! their own bounds (too long, too many behaviours, a non-integral token count, a cost above
+//! the cap) reject the span with a reason.
 
-use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
-use userlens_storage::{SpanFacts, SpanRecord, StoredSpan};
+use userlens_storage::{ResourceRecord, SpanFacts, SpanRecord, StoredSpan};
 
 /// Longest string we keep for a fact (ids, names, titles); longer values reject the span.
 pub const MAX_FACT_BYTES: usize = 4096;
 
+/// Longest issue id or behaviour name (on a span or in `AnnotateTrace`). These values are
+/// keys of a btree index on PostgreSQL, whose entries must stay under about 2,700 bytes; the
+/// same bound applies on SQLite so that both backends accept the same input.
+pub const MAX_LINK_VALUE_BYTES: usize = 1000;
+
+/// Most behaviours one span may name (`userlens.behaviour` array); more reject the span.
+pub const MAX_BEHAVIOURS_PER_SPAN: usize = 64;
+
+/// Most attributes kept per span and per resource: the OpenTelemetry SDK default span
+/// attribute count limit (`OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT` = 128). Later ones are dropped
+/// and counted.
+pub const MAX_ATTRIBUTES: usize = 128;
+
+/// Longest attribute key kept; longer keys are dropped and counted.
+pub const MAX_ATTRIBUTE_KEY_BYTES: usize = 1024;
+
+/// Largest attribute value kept, in bytes of content (string and byte lengths, 8 per
+/// scalar, plus keys of nested maps). OpenTelemetry sets no value length limit by default;
+/// 1 MiB keeps long prompts and completions while bounding one stored row.
+pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 1 << 20;
+
 /// Largest cost we accept for one span, in USD: keeps nano-USD sums far from `i64::MAX`.
+/// Applies to a total cost and to the input + output fallback alike.
 const MAX_SPAN_COST_USD: f64 = 1.0e6;
+const MAX_SPAN_COST_NANO: i64 = 1_000_000 * 1_000_000_000;
 
 /// Largest token count we accept for one span.
 const MAX_SPAN_TOKENS: f64 = 1.0e12;
@@ -195,8 +224,14 @@ pub enum SpanRejection {
     WrongType { key: String, expected: &'static str },
     #[error("attribute {key} must be a finite, non-negative number")]
     BadNumber { key: String },
-    #[error("attribute {key} is longer than {MAX_FACT_BYTES} bytes")]
-    TooLong { key: String },
+    #[error("attribute {key} must be a whole number of tokens")]
+    NotInteger { key: String },
+    #[error("input + output cost is more than {MAX_SPAN_COST_USD} USD")]
+    CostTooLarge,
+    #[error("attribute {key} is longer than {limit} bytes")]
+    TooLong { key: String, limit: usize },
+    #[error("attribute {key} names more than {MAX_BEHAVIOURS_PER_SPAN} behaviours")]
+    TooManyBehaviours { key: String },
     #[error("attribute {key} contains a NUL character")]
     NulCharacter { key: String },
 }
@@ -214,16 +249,30 @@ pub struct ConvertedSpans {
 pub fn convert_resource_spans(resource_spans: &[ResourceSpans]) -> ConvertedSpans {
     let mut out = ConvertedSpans::default();
     for resource_span in resource_spans {
-        let resource_attributes: &[KeyValue] = resource_span
+        let (all_resource_attributes, sender_dropped) = resource_span
             .resource
             .as_ref()
-            .map(|r| r.attributes.as_slice())
+            .map(|r| (r.attributes.as_slice(), r.dropped_attributes_count))
             .unwrap_or_default();
-        let resource_found = find_aliases(resource_attributes);
-        let resource_json = attributes_json(resource_attributes);
+        // A resource whose attributes cannot be kept rejects each of its spans.
+        let resource = KeptAttributes::of(all_resource_attributes, sender_dropped).map(|kept| {
+            let found = find_aliases(&kept.kept);
+            // One record per resource, shared by all of its spans.
+            let record = Arc::new(ResourceRecord::new(
+                attributes_json(&kept.kept),
+                kept.dropped,
+            ));
+            (kept.kept, found, record)
+        });
         for scope_span in &resource_span.scope_spans {
             for span in &scope_span.spans {
-                match convert_span(span, resource_attributes, &resource_found, &resource_json) {
+                let converted = match &resource {
+                    Ok((attributes, found, record)) => {
+                        convert_span(span, attributes, found, record)
+                    }
+                    Err(rejection) => Err(rejection.clone()),
+                };
+                match converted {
                     Ok(record) => out.accepted.push(record),
                     Err(rejection) => {
                         out.rejected += 1;
@@ -245,7 +294,89 @@ pub fn convert_resource_spans(resource_spans: &[ResourceSpans]) -> ConvertedSpan
 /// Index of the best-ranked alias found per fact: (rank, attribute index).
 type FoundAliases = [Option<(usize, usize)>; FACT_COUNT];
 
-fn find_aliases(attributes: &[KeyValue]) -> FoundAliases {
+/// The attributes kept under the limits, and how many were dropped (by the sender, as it
+/// reports, plus by us).
+struct KeptAttributes<'a> {
+    kept: Vec<&'a KeyValue>,
+    dropped: u32,
+}
+
+impl<'a> KeptAttributes<'a> {
+    /// Keeps attributes in order: one with an over-long key or value is dropped, and once
+    /// `MAX_ATTRIBUTES` distinct keys are kept, attributes with a new key are dropped. (A
+    /// repeated key adds nothing to the stored object: its first occurrence is stored.)
+    /// An attribute we read a fact from is never dropped, so a fact cannot silently go
+    /// missing: it is kept whatever the count (there are few such keys), and one too large
+    /// to keep rejects the span like any other bad fact.
+    fn of(attributes: &'a [KeyValue], sender_dropped: u32) -> Result<Self, SpanRejection> {
+        let mut kept = Vec::with_capacity(attributes.len().min(MAX_ATTRIBUTES));
+        let mut keys: HashSet<&str> = HashSet::with_capacity(attributes.len().min(MAX_ATTRIBUTES));
+        let mut dropped: u32 = 0;
+        for attribute in attributes {
+            let key = attribute.key.as_str();
+            let fits = key.len() <= MAX_ATTRIBUTE_KEY_BYTES
+                && value_size(attribute.value.as_ref(), MAX_ATTRIBUTE_VALUE_BYTES)
+                    <= MAX_ATTRIBUTE_VALUE_BYTES;
+            let admitted = if ALIAS_INDEX.contains_key(key) {
+                if !fits {
+                    return Err(SpanRejection::TooLong {
+                        key: key.to_owned(),
+                        limit: MAX_ATTRIBUTE_VALUE_BYTES,
+                    });
+                }
+                true
+            } else {
+                fits && (keys.contains(key) || keys.len() < MAX_ATTRIBUTES)
+            };
+            if admitted {
+                keys.insert(key);
+                kept.push(attribute);
+            } else {
+                dropped = dropped.saturating_add(1);
+            }
+        }
+        Ok(Self {
+            kept,
+            dropped: dropped.saturating_add(sender_dropped),
+        })
+    }
+}
+
+/// The content size of a value as `MAX_ATTRIBUTE_VALUE_BYTES` counts it; the walk stops
+/// once it passes `stop_above`, so a huge array costs no more than the limit to measure.
+fn value_size(value: Option<&AnyValue>, stop_above: usize) -> usize {
+    const SCALAR_BYTES: usize = 8;
+    let mut size = 0usize;
+    let mut pending: Vec<&AnyValue> = value.into_iter().collect();
+    while let Some(value) = pending.pop() {
+        size = size.saturating_add(match &value.value {
+            None => 1,
+            Some(Value::StringValue(s)) => s.len(),
+            Some(Value::BytesValue(b)) => b.len().saturating_mul(2),
+            Some(Value::ArrayValue(array)) => {
+                pending.extend(&array.values);
+                1
+            }
+            Some(Value::KvlistValue(list)) => {
+                for entry in &list.values {
+                    size = size.saturating_add(entry.key.len());
+                    match &entry.value {
+                        Some(v) => pending.push(v),
+                        None => size = size.saturating_add(1),
+                    }
+                }
+                1
+            }
+            Some(_) => SCALAR_BYTES,
+        });
+        if size > stop_above {
+            break;
+        }
+    }
+    size
+}
+
+fn find_aliases(attributes: &[&KeyValue]) -> FoundAliases {
     let mut found: FoundAliases = [None; FACT_COUNT];
     for (index, attribute) in attributes.iter().enumerate() {
         let Some(&(fact, rank)) = ALIAS_INDEX.get(attribute.key.as_str()) else {
@@ -273,9 +404,9 @@ fn is_absent(value: Option<&AnyValue>) -> bool {
 
 fn convert_span(
     span: &Span,
-    resource_attributes: &[KeyValue],
+    resource_attributes: &[&KeyValue],
     resource_found: &FoundAliases,
-    resource_json: &str,
+    resource: &Arc<ResourceRecord>,
 ) -> Result<SpanRecord, SpanRejection> {
     let trace_id: [u8; 16] = span
         .trace_id
@@ -310,9 +441,10 @@ fn convert_span(
         return Err(SpanRejection::EndBeforeStart);
     }
 
-    let span_found = find_aliases(&span.attributes);
+    let span_attributes = KeptAttributes::of(&span.attributes, span.dropped_attributes_count)?;
+    let span_found = find_aliases(&span_attributes.kept);
     let reader = FactReader {
-        span_attributes: &span.attributes,
+        span_attributes: &span_attributes.kept,
         span_found: &span_found,
         resource_attributes,
         resource_found,
@@ -334,15 +466,16 @@ fn convert_span(
             status_code: status.map(|s| s.code).unwrap_or(0),
             facts,
         },
-        attributes_json: attributes_json(&span.attributes),
-        resource_attributes_json: resource_json.to_owned(),
+        attributes_json: attributes_json(&span_attributes.kept),
+        dropped_attributes_count: span_attributes.dropped,
+        resource: Arc::clone(resource),
     })
 }
 
 struct FactReader<'a> {
-    span_attributes: &'a [KeyValue],
+    span_attributes: &'a [&'a KeyValue],
     span_found: &'a FoundAliases,
-    resource_attributes: &'a [KeyValue],
+    resource_attributes: &'a [&'a KeyValue],
     resource_found: &'a FoundAliases,
 }
 
@@ -350,9 +483,9 @@ impl<'a> FactReader<'a> {
     /// The winning attribute for a fact: span first, then resource.
     fn lookup(&self, fact: Fact) -> Option<(&'a str, &'a Value)> {
         let slot = fact_slot(fact);
-        let attribute = match (self.span_found[slot], self.resource_found[slot]) {
-            (Some((_, index)), _) => &self.span_attributes[index],
-            (None, Some((_, index))) => &self.resource_attributes[index],
+        let attribute: &'a KeyValue = match (self.span_found[slot], self.resource_found[slot]) {
+            (Some((_, index)), _) => self.span_attributes[index],
+            (None, Some((_, index))) => self.resource_attributes[index],
             (None, None) => return None,
         };
         let value = attribute.value.as_ref()?.value.as_ref()?;
@@ -385,6 +518,20 @@ impl<'a> FactReader<'a> {
                 expected: "string or int",
             }),
         }
+    }
+
+    /// An id that is also an index key (issue id): at most `MAX_LINK_VALUE_BYTES`.
+    fn link_id(&self, fact: Fact) -> Result<Option<String>, SpanRejection> {
+        let id = self.id(fact)?;
+        if let (Some(id), Some((key, _))) = (&id, self.lookup(fact))
+            && id.len() > MAX_LINK_VALUE_BYTES
+        {
+            return Err(SpanRejection::TooLong {
+                key: key.to_owned(),
+                limit: MAX_LINK_VALUE_BYTES,
+            });
+        }
+        Ok(id)
     }
 
     fn number(&self, fact: Fact) -> Result<Option<(&'a str, f64)>, SpanRejection> {
@@ -423,7 +570,11 @@ impl<'a> FactReader<'a> {
             Some((key, n)) if n > MAX_SPAN_TOKENS => Err(SpanRejection::BadNumber {
                 key: key.to_owned(),
             }),
-            Some((_, n)) => Ok(Some(n.round() as i64)),
+            // A token is a unit: 2.5 tokens is a sender's bug, not something to round.
+            Some((key, n)) if n.fract() != 0.0 => Err(SpanRejection::NotInteger {
+                key: key.to_owned(),
+            }),
+            Some((_, n)) => Ok(Some(n as i64)),
         }
     }
 
@@ -446,19 +597,24 @@ impl<'a> FactReader<'a> {
             expected: "string or array of strings",
         };
         match value {
-            Value::StringValue(s) => Ok(vec![checked_fact_string(key, s)?]),
+            Value::StringValue(s) => Ok(vec![checked_link_value(key, s)?]),
             Value::ArrayValue(array) => {
-                let mut names = Vec::with_capacity(array.values.len());
+                let mut names = Vec::with_capacity(array.values.len().min(MAX_BEHAVIOURS_PER_SPAN));
                 for item in &array.values {
                     match item.value.as_ref() {
                         Some(Value::StringValue(s)) if s.is_empty() => {}
-                        Some(Value::StringValue(s)) => names.push(checked_fact_string(key, s)?),
+                        Some(Value::StringValue(s)) => names.push(checked_link_value(key, s)?),
                         None => {}
                         Some(_) => return Err(wrong_type()),
                     }
                 }
                 names.sort();
                 names.dedup();
+                if names.len() > MAX_BEHAVIOURS_PER_SPAN {
+                    return Err(SpanRejection::TooManyBehaviours {
+                        key: key.to_owned(),
+                    });
+                }
                 Ok(names)
             }
             _ => Err(wrong_type()),
@@ -479,7 +635,15 @@ impl<'a> FactReader<'a> {
                 self.cost_nano(Fact::OutputCost)?,
             ) {
                 (None, None) => None,
-                (input, output) => Some(input.unwrap_or(0) + output.unwrap_or(0)),
+                // Each part is at most the cap, so the sum cannot overflow; the sum obeys
+                // the same cap as a total.
+                (input, output) => {
+                    let sum = input.unwrap_or(0) + output.unwrap_or(0);
+                    if sum > MAX_SPAN_COST_NANO {
+                        return Err(SpanRejection::CostTooLarge);
+                    }
+                    Some(sum)
+                }
             },
         };
         Ok(SpanFacts {
@@ -494,17 +658,29 @@ impl<'a> FactReader<'a> {
             cached_input_tokens: self.tokens(Fact::CachedInputTokens)?,
             cost_nano,
             tool_name: self.string(Fact::Tool)?,
-            issue_id: self.id(Fact::IssueId)?,
+            issue_id: self.link_id(Fact::IssueId)?,
             issue_title: self.string(Fact::IssueTitle)?,
             behaviours: self.behaviours()?,
         })
     }
 }
 
+/// An issue id or behaviour name: a fact string that also fits the index bound.
+fn checked_link_value(key: &str, value: &str) -> Result<String, SpanRejection> {
+    if value.len() > MAX_LINK_VALUE_BYTES {
+        return Err(SpanRejection::TooLong {
+            key: key.to_owned(),
+            limit: MAX_LINK_VALUE_BYTES,
+        });
+    }
+    checked_fact_string(key, value)
+}
+
 fn checked_fact_string(key: &str, value: &str) -> Result<String, SpanRejection> {
     if value.len() > MAX_FACT_BYTES {
         return Err(SpanRejection::TooLong {
             key: key.to_owned(),
+            limit: MAX_FACT_BYTES,
         });
     }
     if value.contains('\0') {
@@ -521,7 +697,7 @@ fn without_nul(value: &str) -> String {
 }
 
 /// The attributes as a JSON object, for the raw span row.
-pub fn attributes_json(attributes: &[KeyValue]) -> String {
+pub fn attributes_json(attributes: &[&KeyValue]) -> String {
     let mut object = serde_json::Map::with_capacity(attributes.len());
     for attribute in attributes {
         object
@@ -864,5 +1040,158 @@ mod tests {
             vec![],
         );
         assert_eq!(converted.accepted[0].attributes_json, r#"{"custom":"NaN"}"#);
+    }
+
+    #[test]
+    fn attributes_past_the_count_limit_are_dropped_and_counted() {
+        let mut attributes: Vec<KeyValue> =
+            (0..200).map(|i| kv(&format!("k{i}"), s("v"))).collect();
+        // A fact alias after the limit is still kept and read.
+        attributes.push(kv("user.id", s("u1")));
+        let mut span = span_with(attributes);
+        span.dropped_attributes_count = 3;
+        let converted = convert(span, vec![]);
+        let record = &converted.accepted[0];
+        let stored: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&record.attributes_json).expect("json");
+        assert_eq!(stored.len(), MAX_ATTRIBUTES + 1);
+        assert!(stored.contains_key("k127") && !stored.contains_key("k128"));
+        assert_eq!(record.dropped_attributes_count, 200 - 128 + 3);
+        assert_eq!(record.stored.facts.user_id.as_deref(), Some("u1"));
+    }
+
+    #[test]
+    fn over_long_keys_and_values_are_dropped_unless_read_as_facts() {
+        let converted = convert(
+            span_with(vec![
+                kv(&"k".repeat(MAX_ATTRIBUTE_KEY_BYTES + 1), s("v")),
+                kv("prompt", s(&"p".repeat(MAX_ATTRIBUTE_VALUE_BYTES + 1))),
+                kv(
+                    "nested",
+                    value(Value::ArrayValue(ArrayValue {
+                        values: vec![s(&"p".repeat(MAX_ATTRIBUTE_VALUE_BYTES / 2)); 3],
+                    })),
+                ),
+                kv("prompt.ok", s(&"p".repeat(MAX_ATTRIBUTE_VALUE_BYTES))),
+            ]),
+            vec![],
+        );
+        let record = &converted.accepted[0];
+        assert_eq!(record.dropped_attributes_count, 3);
+        assert!(record.attributes_json.contains("prompt.ok"));
+        assert!(
+            rejection(vec![
+                kv("gen_ai.prompt.ignored", s("x")),
+                kv("user.id", s(&"u".repeat(MAX_ATTRIBUTE_VALUE_BYTES + 1)))
+            ])
+            .contains("user.id is longer")
+        );
+    }
+
+    #[test]
+    fn resource_record_is_shared_and_limited() {
+        let mut resource: Vec<KeyValue> = (0..150).map(|i| kv(&format!("r{i}"), s("v"))).collect();
+        resource.push(kv("service.name", s("svc")));
+        let spans: Vec<Span> = (1..=3u8)
+            .map(|i| {
+                let mut span = span_with(vec![]);
+                span.span_id = vec![i; 8];
+                span
+            })
+            .collect();
+        let converted = convert_resource_spans(&[ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource,
+                dropped_attributes_count: 1,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]);
+        assert_eq!(converted.accepted.len(), 3);
+        let first = &converted.accepted[0].resource;
+        assert!(
+            converted
+                .accepted
+                .iter()
+                .all(|r| Arc::ptr_eq(&r.resource, first))
+        );
+        assert_eq!(first.dropped_attributes_count, 150 + 1 - 128 + 1);
+        let stored: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&first.attributes_json).expect("json");
+        assert_eq!(stored.len(), MAX_ATTRIBUTES);
+        assert_eq!(
+            **first,
+            ResourceRecord::new(
+                first.attributes_json.clone(),
+                first.dropped_attributes_count
+            )
+        );
+    }
+
+    #[test]
+    fn token_counts_must_be_whole_numbers() {
+        for v in [value(Value::DoubleValue(2.5)), s("2.5"), s("0.1")] {
+            assert!(rejection(vec![kv("gen_ai.usage.input_tokens", v)]).contains("whole number"),);
+        }
+        assert_eq!(
+            facts(vec![kv(
+                "gen_ai.usage.output_tokens",
+                value(Value::DoubleValue(3.0))
+            )])
+            .output_tokens,
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn input_plus_output_cost_obeys_the_per_span_cap() {
+        let read = facts(vec![
+            kv("gen_ai.usage.input_cost", value(Value::DoubleValue(5.0e5))),
+            kv("gen_ai.usage.output_cost", value(Value::DoubleValue(5.0e5))),
+        ]);
+        assert_eq!(read.cost_nano, Some(MAX_SPAN_COST_NANO));
+        assert!(
+            rejection(vec![
+                kv("gen_ai.usage.input_cost", value(Value::DoubleValue(6.0e5))),
+                kv("gen_ai.usage.output_cost", value(Value::DoubleValue(6.0e5))),
+            ])
+            .contains("input + output cost")
+        );
+    }
+
+    #[test]
+    fn behaviours_and_issue_ids_are_bounded() {
+        let many = |n: usize| {
+            value(Value::ArrayValue(ArrayValue {
+                values: (0..n).map(|i| s(&format!("b{i}"))).collect(),
+            }))
+        };
+        assert_eq!(
+            facts(vec![kv(
+                "userlens.behaviour",
+                many(MAX_BEHAVIOURS_PER_SPAN)
+            )])
+            .behaviours
+            .len(),
+            MAX_BEHAVIOURS_PER_SPAN
+        );
+        assert!(
+            rejection(vec![kv("userlens.behaviour", many(200))])
+                .contains("more than 64 behaviours")
+        );
+        let long = "b".repeat(MAX_LINK_VALUE_BYTES + 1);
+        assert!(rejection(vec![kv("userlens.behaviour", s(&long))]).contains("longer than 1000"));
+        assert!(rejection(vec![kv("userlens.issue.id", s(&long))]).contains("longer than 1000"));
+        let at_limit = "b".repeat(MAX_LINK_VALUE_BYTES);
+        assert_eq!(
+            facts(vec![kv("userlens.issue.id", s(&at_limit))])
+                .issue_id
+                .as_deref(),
+            Some(at_limit.as_str())
+        );
     }
 }

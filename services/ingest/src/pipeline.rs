@@ -6,7 +6,9 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use userlens_storage::{Annotation, DatabaseConnection, KeyResolver, annotate_trace};
 
 use crate::error::IngestError;
-use crate::mapping::convert_resource_spans;
+use crate::mapping::{
+    MAX_BEHAVIOURS_PER_SPAN, MAX_FACT_BYTES, MAX_LINK_VALUE_BYTES, convert_resource_spans,
+};
 use crate::metrics::IngestMetrics;
 use crate::writer::BatchWriter;
 
@@ -91,24 +93,110 @@ impl Ingestor {
         };
         let bytes = hex::decode(trace_id_hex.trim()).map_err(|_| invalid_trace())?;
         let trace_id: [u8; 16] = bytes.as_slice().try_into().map_err(|_| invalid_trace())?;
-        for annotation in &annotations {
-            let (field, value) = match annotation {
-                Annotation::Issue { id, .. } => ("issues.id", id),
-                Annotation::Behaviour(name) => ("behaviours", name),
-            };
-            if value.trim().is_empty()
-                || value.contains('\0')
-                || value.len() > crate::mapping::MAX_FACT_BYTES
-            {
-                return Err(IngestError::InvalidArgument {
-                    field,
-                    message: "must be a non-empty string without NUL, at most 4096 bytes".into(),
-                });
-            }
-        }
+        check_annotations(&annotations)?;
         annotate_trace(&self.db, project_id, trace_id, &annotations)
             .await
             .map_err(|e| IngestError::unavailable(e.to_string()))?;
         Ok(())
+    }
+}
+
+/// Most issues, and most behaviours, one `AnnotateTrace` request may link (the same bound as
+/// behaviours per span).
+pub const MAX_LINKS_PER_ANNOTATION: usize = MAX_BEHAVIOURS_PER_SPAN;
+
+/// Refuses an annotation that could not be stored the same way on every backend: values
+/// are index keys (at most `MAX_LINK_VALUE_BYTES`), titles plain text, neither with NUL.
+fn check_annotations(annotations: &[Annotation]) -> Result<(), IngestError> {
+    let (mut issues, mut behaviours) = (0usize, 0usize);
+    for annotation in annotations {
+        let (field, value, count) = match annotation {
+            Annotation::Issue { id, title } => {
+                if let Some(title) = title
+                    && (title.contains('\0') || title.len() > MAX_FACT_BYTES)
+                {
+                    return Err(IngestError::InvalidArgument {
+                        field: "issues.title",
+                        message: format!("must be without NUL, at most {MAX_FACT_BYTES} bytes"),
+                    });
+                }
+                ("issues.id", id, &mut issues)
+            }
+            Annotation::Behaviour(name) => ("behaviours", name, &mut behaviours),
+        };
+        *count += 1;
+        if *count > MAX_LINKS_PER_ANNOTATION {
+            return Err(IngestError::InvalidArgument {
+                field: if field == "behaviours" {
+                    "behaviours"
+                } else {
+                    "issues"
+                },
+                message: format!("at most {MAX_LINKS_PER_ANNOTATION} per request"),
+            });
+        }
+        if value.trim().is_empty() || value.contains('\0') || value.len() > MAX_LINK_VALUE_BYTES {
+            return Err(IngestError::InvalidArgument {
+                field,
+                message: format!(
+                    "must be a non-empty string without NUL, at most {MAX_LINK_VALUE_BYTES} bytes"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(annotations: &[Annotation]) -> Option<&'static str> {
+        match check_annotations(annotations) {
+            Err(IngestError::InvalidArgument { field, .. }) => Some(field),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn annotation_values_fit_the_index_bound_on_every_backend() {
+        let at_limit = "b".repeat(MAX_LINK_VALUE_BYTES);
+        assert_eq!(field_of(&[Annotation::Behaviour(at_limit.clone())]), None);
+        assert_eq!(
+            field_of(&[Annotation::Behaviour("b".repeat(3000))]),
+            Some("behaviours")
+        );
+        assert_eq!(
+            field_of(&[Annotation::Issue {
+                id: "i".repeat(MAX_LINK_VALUE_BYTES + 1),
+                title: None
+            }]),
+            Some("issues.id")
+        );
+        assert_eq!(
+            field_of(&[Annotation::Issue {
+                id: "i".into(),
+                title: Some("a\0b".into())
+            }]),
+            Some("issues.title")
+        );
+    }
+
+    #[test]
+    fn annotation_link_counts_are_capped() {
+        let behaviours: Vec<Annotation> = (0..MAX_LINKS_PER_ANNOTATION)
+            .map(|i| Annotation::Behaviour(format!("b{i}")))
+            .collect();
+        assert_eq!(field_of(&behaviours), None);
+        let mut too_many = behaviours.clone();
+        too_many.push(Annotation::Behaviour("one more".into()));
+        assert_eq!(field_of(&too_many), Some("behaviours"));
+        let issues: Vec<Annotation> = (0..=MAX_LINKS_PER_ANNOTATION)
+            .map(|i| Annotation::Issue {
+                id: format!("i{i}"),
+                title: None,
+            })
+            .collect();
+        assert_eq!(field_of(&issues), Some("issues"));
     }
 }

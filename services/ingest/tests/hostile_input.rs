@@ -448,8 +448,8 @@ fn check_converted(resource_spans: &[ResourceSpans], converted: &ConvertedSpans)
         );
         let facts = &stored.facts;
         if let Some(cost) = facts.cost_nano {
-            // Input + output cost may each reach the per-span maximum.
-            assert!((0..=2 * MAX_SPAN_COST_NANO).contains(&cost), "cost {cost}");
+            // A total and the input + output fallback obey the same per-span maximum.
+            assert!((0..=MAX_SPAN_COST_NANO).contains(&cost), "cost {cost}");
         }
         for tokens in [
             facts.input_tokens,
@@ -492,7 +492,7 @@ fn check_converted(resource_spans: &[ResourceSpans], converted: &ConvertedSpans)
                 .as_deref()
                 .is_some_and(|m| m.contains('\0') || m.is_empty())
         );
-        for json in [&record.attributes_json, &record.resource_attributes_json] {
+        for json in [&record.attributes_json, &record.resource.attributes_json] {
             let parsed: serde_json::Value =
                 serde_json::from_str(json).expect("attributes are stored as JSON");
             assert!(parsed.is_object(), "{json}");
@@ -564,13 +564,13 @@ fn must_reject(span: &Span, resource: &[KeyValue]) -> Option<&'static str> {
         }
     }
     for aliases in [INPUT_TOKENS, OUTPUT_TOKENS, CACHED_TOKENS, TOTAL_COST] {
+        // Token counts are whole numbers; a cost may have a fraction.
+        let whole = aliases != TOTAL_COST;
+        let bad_double = |d: f64| !d.is_finite() || d < 0.0 || (whole && d.fract() != 0.0);
         let bad = match winner(aliases, attributes, resource) {
-            Some(Value::DoubleValue(d)) => !d.is_finite() || *d < 0.0,
+            Some(Value::DoubleValue(d)) => bad_double(*d),
             Some(Value::IntValue(i)) => *i < 0,
-            Some(Value::StringValue(s)) => s
-                .trim()
-                .parse::<f64>()
-                .map_or(true, |d| !d.is_finite() || d < 0.0),
+            Some(Value::StringValue(s)) => s.trim().parse::<f64>().map_or(true, bad_double),
             None => false,
             Some(_) => true,
         };
@@ -1035,6 +1035,51 @@ fn edge_values_get_their_verdict() {
         (
             vec![kv("gen_ai.usage.input_tokens", Value::DoubleValue(1e12))],
             Ok(()),
+        ),
+        (
+            vec![kv("gen_ai.usage.input_tokens", Value::DoubleValue(2.5))],
+            Err("whole number"),
+        ),
+        (
+            vec![kv(
+                "gen_ai.usage.output_tokens",
+                Value::StringValue("7.25".into()),
+            )],
+            Err("whole number"),
+        ),
+        (
+            vec![
+                kv("gen_ai.usage.input_cost", Value::DoubleValue(6e5)),
+                kv("gen_ai.usage.output_cost", Value::DoubleValue(6e5)),
+            ],
+            Err("input + output cost"),
+        ),
+        (
+            vec![kv(
+                "userlens.behaviour",
+                Value::ArrayValue(ArrayValue {
+                    values: (0..65)
+                        .map(|i| AnyValue {
+                            value: Some(Value::StringValue(format!("b{i}"))),
+                        })
+                        .collect(),
+                }),
+            )],
+            Err("more than 64 behaviours"),
+        ),
+        (
+            vec![kv(
+                "userlens.behaviour",
+                Value::StringValue("b".repeat(1001)),
+            )],
+            Err("longer than 1000"),
+        ),
+        (
+            vec![kv(
+                "userlens.issue.id",
+                Value::StringValue("i".repeat(1001)),
+            )],
+            Err("longer than 1000"),
         ),
         (
             vec![kv("gen_ai.usage.input_tokens", Value::BytesValue(vec![1]))],

@@ -16,6 +16,47 @@ pub struct DerivedTrace {
     pub row: TraceRow,
     pub span_count: i64,
     pub llm_calls: i64,
+    /// A token or cost sum of the trace (or of one of its models) went past `i64::MAX` and
+    /// was capped there; the write logs it and reports it in `WriteSummary`.
+    pub sums_capped: bool,
+}
+
+/// Sums of one trace's tokens and costs, exact in `i128` (per-span values are at most 1e15
+/// nano-USD and 1e12 tokens, so even millions of spans cannot overflow it) and capped at
+/// `i64::MAX` only when stored.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sums {
+    input_tokens: i128,
+    output_tokens: i128,
+    cached_input_tokens: i128,
+    cost_nano: i128,
+}
+
+impl Sums {
+    fn add(&mut self, f: &SpanFacts) {
+        self.input_tokens += i128::from(f.input_tokens.unwrap_or(0));
+        self.output_tokens += i128::from(f.output_tokens.unwrap_or(0));
+        self.cached_input_tokens += i128::from(f.cached_input_tokens.unwrap_or(0));
+        self.cost_nano += i128::from(f.cost_nano.unwrap_or(0));
+    }
+
+    /// (input, output, cached, cost) as stored, and whether any of them was capped.
+    fn capped(&self) -> ((i64, i64, i64, i64), bool) {
+        let mut capped = false;
+        let mut cap = |value: i128| {
+            i64::try_from(value).unwrap_or_else(|_| {
+                capped = true;
+                if value < 0 { i64::MIN } else { i64::MAX }
+            })
+        };
+        let values = (
+            cap(self.input_tokens),
+            cap(self.output_tokens),
+            cap(self.cached_input_tokens),
+            cap(self.cost_nano),
+        );
+        (values, capped)
+    }
 }
 
 /// Derives one trace from all of its spans. `spans` must not be empty.
@@ -41,37 +82,32 @@ pub fn derive_trace(
     let errored = spans.iter().any(StoredSpan::errored);
     let leaves = leaf_llm_calls(spans);
 
-    let mut models: BTreeMap<(Option<String>, Option<String>), ModelUsage> = BTreeMap::new();
-    let (mut input_tokens, mut output_tokens, mut cached_input_tokens, mut cost_nano) =
-        (0i64, 0i64, 0i64, 0i64);
+    let mut trace_sums = Sums::default();
+    let mut model_sums: BTreeMap<(Option<String>, Option<String>), (i64, Sums)> = BTreeMap::new();
     for span in &leaves {
         let f = &span.facts;
-        let (input, output, cached, cost) = (
-            f.input_tokens.unwrap_or(0),
-            f.output_tokens.unwrap_or(0),
-            f.cached_input_tokens.unwrap_or(0),
-            f.cost_nano.unwrap_or(0),
-        );
-        input_tokens = input_tokens.saturating_add(input);
-        output_tokens = output_tokens.saturating_add(output);
-        cached_input_tokens = cached_input_tokens.saturating_add(cached);
-        cost_nano = cost_nano.saturating_add(cost);
-        let usage = models
+        trace_sums.add(f);
+        let (calls, sums) = model_sums
             .entry((f.model.clone(), f.provider.clone()))
-            .or_insert_with(|| ModelUsage {
-                model: f.model.clone(),
-                provider: f.provider.clone(),
-                calls: 0,
-                input_tokens: 0,
-                output_tokens: 0,
-                cached_input_tokens: 0,
-                cost_nano: 0,
-            });
-        usage.calls += 1;
-        usage.input_tokens = usage.input_tokens.saturating_add(input);
-        usage.output_tokens = usage.output_tokens.saturating_add(output);
-        usage.cached_input_tokens = usage.cached_input_tokens.saturating_add(cached);
-        usage.cost_nano = usage.cost_nano.saturating_add(cost);
+            .or_default();
+        *calls += 1;
+        sums.add(f);
+    }
+    let ((input_tokens, output_tokens, cached_input_tokens, cost_nano), mut sums_capped) =
+        trace_sums.capped();
+    let mut models: Vec<ModelUsage> = Vec::with_capacity(model_sums.len());
+    for ((model, provider), (calls, sums)) in model_sums {
+        let ((input, output, cached, cost), capped) = sums.capped();
+        sums_capped |= capped;
+        models.push(ModelUsage {
+            model,
+            provider,
+            calls,
+            input_tokens: input,
+            output_tokens: output,
+            cached_input_tokens: cached,
+            cost_nano: cost,
+        });
     }
 
     let mut tools: BTreeMap<String, ToolUsage> = BTreeMap::new();
@@ -133,7 +169,7 @@ pub fn derive_trace(
             output_tokens,
             cached_input_tokens,
             tool_calls,
-            models: models.into_values().collect(),
+            models,
             tools: tools.into_values().collect(),
             issues: issues
                 .into_iter()
@@ -143,32 +179,43 @@ pub fn derive_trace(
         },
         span_count: spans.len() as i64,
         llm_calls: leaves.len() as i64,
+        sums_capped,
     })
 }
 
 /// LLM-call spans with no LLM-call descendant in the trace: a wrapper span that repeats
 /// its children's model, tokens or cost is not counted again.
+///
+/// Parent links are taken as given except where they close a cycle (hostile or buggy
+/// input: `a` → `b` → `a`): there the span with the smallest id in the cycle is taken as a
+/// root, which turns the cycle into a chain whose last LLM call counts. Without that every
+/// member of a cycle would be its own ancestor and the cycle's cost would vanish. The choice
+/// depends on the set of spans only, so the derivation stays order-independent.
 fn leaf_llm_calls(spans: &[StoredSpan]) -> Vec<&StoredSpan> {
     let index_of: HashMap<[u8; 8], usize> = spans
         .iter()
         .enumerate()
         .map(|(i, s)| (s.span_id, i))
         .collect();
+    let parents = parents_without_cycles(spans, &index_of);
     let mut has_llm_descendant = vec![false; spans.len()];
-    for span in spans.iter().filter(|s| s.facts.is_llm_call) {
+    for (index, span) in spans.iter().enumerate() {
+        if !span.facts.is_llm_call {
+            continue;
+        }
         // Walk up the ancestors; a walk stops at an ancestor already marked (its own
-        // ancestors were marked by the walk that marked it) and after `spans.len()` steps,
-        // which bounds a parent cycle in hostile input.
-        let mut parent = span.parent_span_id;
+        // ancestors were marked by the walk that marked it). The parents form a forest, so
+        // the walk ends; `spans.len()` steps bound it regardless.
+        let mut parent = parents[index];
         for _ in 0..spans.len() {
-            let Some(index) = parent.and_then(|p| index_of.get(&p).copied()) else {
+            let Some(ancestor) = parent else {
                 break;
             };
-            if has_llm_descendant[index] {
+            if has_llm_descendant[ancestor] {
                 break;
             }
-            has_llm_descendant[index] = true;
-            parent = spans[index].parent_span_id;
+            has_llm_descendant[ancestor] = true;
+            parent = parents[ancestor];
         }
     }
     spans
@@ -177,6 +224,48 @@ fn leaf_llm_calls(spans: &[StoredSpan]) -> Vec<&StoredSpan> {
         .filter(|(s, marked)| s.facts.is_llm_call && !marked)
         .map(|(s, _)| s)
         .collect()
+}
+
+/// Each span's parent (by index), with the link from the smallest span id of every parent
+/// cycle removed. A parent missing from the trace, or a span naming itself, is no parent.
+fn parents_without_cycles(
+    spans: &[StoredSpan],
+    index_of: &HashMap<[u8; 8], usize>,
+) -> Vec<Option<usize>> {
+    let mut parents: Vec<Option<usize>> = spans
+        .iter()
+        .map(|s| s.parent_span_id.and_then(|p| index_of.get(&p).copied()))
+        .collect();
+    // Every span has at most one parent, so each walk up either ends or enters one cycle.
+    // 0 = not visited, 1 = on the current walk, 2 = done.
+    let mut state = vec![0u8; spans.len()];
+    for start in 0..spans.len() {
+        let mut walk: Vec<usize> = Vec::new();
+        let mut at = Some(start);
+        while let Some(index) = at {
+            match state[index] {
+                2 => break,
+                1 => {
+                    // `index` is where the walk meets itself: the cycle is the walk from it.
+                    let position = walk.iter().position(|&i| i == index).unwrap_or(0);
+                    if let Some(&root) = walk[position..].iter().min_by_key(|&&i| spans[i].span_id)
+                    {
+                        parents[root] = None;
+                    }
+                    break;
+                }
+                _ => {
+                    state[index] = 1;
+                    walk.push(index);
+                    at = parents[index];
+                }
+            }
+        }
+        for index in walk {
+            state[index] = 2;
+        }
+    }
+    parents
 }
 
 #[cfg(test)]
@@ -245,11 +334,48 @@ mod tests {
     }
 
     #[test]
-    fn parent_cycle_terminates() {
-        let a = llm(span(1, Some(2), 0), "m", 1, 1);
-        let b = llm(span(2, Some(1), 0), "m", 1, 1);
-        let trace = derive_trace([3; 16], &[a, b], &[]).expect("spans");
-        assert_eq!(trace.llm_calls, 0);
+    fn parent_cycle_keeps_its_cost() {
+        // 1 → 2 → 1: the smallest id (1) is taken as the root, so 2 is the leaf call.
+        let a = llm(span(1, Some(2), 0), "m", 100, 1);
+        let b = llm(span(2, Some(1), 0), "m", 200, 2);
+        for spans in [vec![a.clone(), b.clone()], vec![b.clone(), a.clone()]] {
+            let trace = derive_trace([3; 16], &spans, &[]).expect("spans");
+            assert_eq!(trace.llm_calls, 1);
+            assert_eq!(trace.row.cost_nano, 200);
+            assert_eq!(trace.row.input_tokens, 2);
+        }
+        // A span that is its own parent is a leaf.
+        let own = llm(span(7, Some(7), 0), "m", 50, 5);
+        let trace = derive_trace([3; 16], &[own], &[]).expect("spans");
+        assert_eq!(trace.row.cost_nano, 50);
+        // A cycle hanging below a tree keeps its cost, and its non-LLM ancestors too.
+        let root = span(9, None, 0);
+        let c = llm(span(3, Some(4), 1), "m", 10, 0);
+        let d = llm(span(4, Some(3), 1), "m", 20, 0);
+        let e = llm(span(5, Some(4), 1), "m", 40, 0);
+        let trace = derive_trace([3; 16], &[root, c, d, e], &[]).expect("spans");
+        // 3 is the cycle's root; 4 is its child and the parent of 5: 5 is the only leaf.
+        assert_eq!(trace.row.cost_nano, 40);
+        assert_eq!(trace.llm_calls, 1);
+    }
+
+    #[test]
+    fn sums_past_i64_are_capped_and_reported() {
+        let spans: Vec<StoredSpan> = (0..10u8)
+            .map(|i| {
+                let mut s = llm(span(i + 1, None, 0), "m", i64::MAX / 4, 0);
+                s.facts.output_tokens = Some(1);
+                s
+            })
+            .collect();
+        let trace = derive_trace([5; 16], &spans, &[]).expect("spans");
+        assert!(trace.sums_capped);
+        assert_eq!(trace.row.cost_nano, i64::MAX);
+        assert_eq!(trace.row.output_tokens, 10);
+        assert_eq!(trace.row.models[0].cost_nano, i64::MAX);
+        let trace = derive_trace([5; 16], &spans[..3], &[]).expect("spans");
+        assert!(!trace.sums_capped);
+        assert_eq!(trace.row.cost_nano, 3 * (i64::MAX / 4));
     }
 
     #[test]

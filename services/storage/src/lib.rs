@@ -19,6 +19,8 @@ pub use auth::KeyResolver;
 pub use db::{DatabaseSettings, connect, group_or_other_permissions, migrate, private_dir_builder};
 pub use error::StorageError;
 pub use sea_orm::{DatabaseConnection, DbBackend};
-pub use span::{Annotation, SpanFacts, SpanRecord, StoredSpan};
+pub use span::{Annotation, ResourceRecord, SpanFacts, SpanRecord, StoredSpan};
+/// The schema migrations, for tools and tests that step through them.
+pub use userlens_migrations::{Migrator, MigratorTrait};
 pub use userlens_query_engine::TraceRow;
 pub use write::{WriteSummary, annotate_trace, write_spans};

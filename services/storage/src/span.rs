@@ -1,6 +1,10 @@
 //! A span as the storage layer keeps it: identity, timing, status, and the facts read from
 //! its attributes (the mapping of SPEC §3.1 happens in ingest).
 
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
 /// OTLP `STATUS_CODE_ERROR`.
 pub const STATUS_CODE_ERROR: i32 = 2;
 
@@ -51,8 +55,33 @@ pub struct SpanRecord {
     pub stored: StoredSpan,
     /// The span's attributes as a JSON object.
     pub attributes_json: String,
+    /// Attributes the sender dropped (OTLP `dropped_attributes_count`) plus those dropped by
+    /// the ingest limits.
+    pub dropped_attributes_count: u32,
+    /// The resource the span was sent under, shared by every span of that resource in a
+    /// request (stored once per project in `resources`).
+    pub resource: Arc<ResourceRecord>,
+}
+
+/// The attributes of one OTLP resource, stored once per (project, hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRecord {
+    /// SHA-256 of `attributes_json`.
+    pub hash: [u8; 32],
     /// The resource's attributes as a JSON object.
-    pub resource_attributes_json: String,
+    pub attributes_json: String,
+    /// Attributes the sender dropped plus those dropped by the ingest limits.
+    pub dropped_attributes_count: u32,
+}
+
+impl ResourceRecord {
+    pub fn new(attributes_json: String, dropped_attributes_count: u32) -> Self {
+        Self {
+            hash: Sha256::digest(attributes_json.as_bytes()).into(),
+            attributes_json,
+            dropped_attributes_count,
+        }
+    }
 }
 
 /// An issue or behaviour attached to a trace after the fact.

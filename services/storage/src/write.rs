@@ -35,10 +35,10 @@ use crate::derive::{DerivedTrace, derive_trace};
 use crate::details::encode_details;
 use crate::entities::{projects, trace_annotations, traces};
 use crate::error::StorageError;
-use crate::span::{Annotation, SpanFacts, SpanRecord, StoredSpan};
+use crate::span::{Annotation, ResourceRecord, SpanFacts, SpanRecord, StoredSpan};
 
 /// Rows per multi-row statement: below SQLite's 32,766 bound parameters and PostgreSQL's
-/// 65,535 for the widest table (26 columns).
+/// 65,535 for the widest table (27 columns).
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// Attempts of one write when the database reports a deadlock or serialisation failure.
@@ -54,6 +54,8 @@ pub struct WriteSummary {
     pub generation: i64,
     pub spans_written: usize,
     pub traces_derived: usize,
+    /// Traces whose token or cost sums went past `i64::MAX` and were stored capped there.
+    pub traces_capped: usize,
 }
 
 /// Writes spans of one project in one transaction. Within `spans`, a later copy of the same
@@ -105,6 +107,9 @@ async fn write_spans_once(
 ) -> Result<WriteSummary, StorageError> {
     let txn = db.begin().await?;
     let new_traces = lock_traces(&txn, project_id, trace_ids).await?;
+    // After the trace locks, in hash order: every writer takes its locks in the same order
+    // (traces, then resources), so sharing a new resource cannot deadlock two writers.
+    insert_resources(&txn, project_id, unique).await?;
     for chunk in unique.chunks(ROWS_PER_STATEMENT) {
         upsert_spans(&txn, project_id, chunk).await?;
     }
@@ -123,6 +128,7 @@ async fn write_spans_once(
         generation,
         spans_written: unique.len(),
         traces_derived,
+        traces_capped: report_capped(project_id, &derived),
     })
 }
 
@@ -206,7 +212,23 @@ async fn annotate_trace_once(
         generation,
         spans_written: 0,
         traces_derived,
+        traces_capped: report_capped(project_id, &derived),
     })
+}
+
+/// Logs each trace stored with capped sums (a figure an operator should know is a floor,
+/// not exact); returns how many there were.
+fn report_capped(project_id: i64, derived: &[DerivedTrace]) -> usize {
+    let mut capped = 0;
+    for trace in derived.iter().filter(|t| t.sums_capped) {
+        capped += 1;
+        tracing::warn!(
+            project_id,
+            trace_id = %hex::encode(trace.row.trace_id),
+            "token or cost sum of the trace exceeds i64::MAX and is stored capped at i64::MAX"
+        );
+    }
+    capped
 }
 
 /// Locks the trace rows of `trace_ids` (sorted, distinct) for the rest of the transaction,
@@ -297,8 +319,81 @@ async fn advance_generation(
     Ok(row.try_get_by_index::<i64>(0)?)
 }
 
+/// Resource rows per statement, and the attribute JSON bytes after which a statement is
+/// sent early (a resource may carry hundreds of KiB of attributes).
+const RESOURCES_PER_STATEMENT: usize = 200;
+const RESOURCE_BYTES_PER_STATEMENT: usize = 4 << 20;
+
+/// Inserts the distinct resources of `spans` that the project does not hold yet. A resource
+/// is immutable (its key is the hash of its content), so an existing row is left alone.
+async fn insert_resources(
+    txn: &DatabaseTransaction,
+    project_id: i64,
+    spans: &[&SpanRecord],
+) -> Result<(), StorageError> {
+    let resources: BTreeMap<[u8; 32], &ResourceRecord> = spans
+        .iter()
+        .map(|s| (s.resource.hash, s.resource.as_ref()))
+        .collect();
+    let mut pending: Vec<&ResourceRecord> = Vec::new();
+    let mut pending_bytes = 0;
+    for resource in resources.into_values() {
+        pending_bytes += resource.attributes_json.len();
+        pending.push(resource);
+        if pending.len() >= RESOURCES_PER_STATEMENT || pending_bytes >= RESOURCE_BYTES_PER_STATEMENT
+        {
+            insert_resource_rows(txn, project_id, &pending).await?;
+            pending.clear();
+            pending_bytes = 0;
+        }
+    }
+    if !pending.is_empty() {
+        insert_resource_rows(txn, project_id, &pending).await?;
+    }
+    Ok(())
+}
+
+async fn insert_resource_rows(
+    txn: &DatabaseTransaction,
+    project_id: i64,
+    rows: &[&ResourceRecord],
+) -> Result<(), StorageError> {
+    let backend = txn.get_database_backend();
+    let placeholders = match backend {
+        DbBackend::Postgres => (0..rows.len())
+            .map(|i| {
+                format!(
+                    "(${}, ${}, ${}, ${})",
+                    4 * i + 1,
+                    4 * i + 2,
+                    4 * i + 3,
+                    4 * i + 4
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => vec!["(?, ?, ?, ?)"; rows.len()].join(", "),
+    };
+    let sql = format!(
+        "INSERT INTO resources (project_id, resource_hash, attributes, dropped_attributes_count) \
+         VALUES {placeholders} ON CONFLICT (project_id, resource_hash) DO NOTHING"
+    );
+    let mut values: Vec<Value> = Vec::with_capacity(rows.len() * 4);
+    for resource in rows {
+        values.extend([
+            project_id.into(),
+            resource.hash.to_vec().into(),
+            resource.attributes_json.clone().into(),
+            clamp_i32(i64::from(resource.dropped_attributes_count)).into(),
+        ]);
+    }
+    txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    Ok(())
+}
+
 /// Columns of `spans` in the order `upsert_spans` binds them; the first three are the key.
-const SPAN_COLUMNS: [&str; 26] = [
+const SPAN_COLUMNS: [&str; 27] = [
     "project_id",
     "trace_id",
     "span_id",
@@ -324,7 +419,8 @@ const SPAN_COLUMNS: [&str; 26] = [
     "issue_title",
     "behaviours",
     "attributes",
-    "resource_attributes",
+    "dropped_attributes_count",
+    "resource_hash",
 ];
 
 async fn upsert_spans(
@@ -366,7 +462,8 @@ async fn upsert_spans(
             f.issue_title.clone().into(),
             behaviours.into(),
             span.attributes_json.clone().into(),
-            span.resource_attributes_json.clone().into(),
+            clamp_i32(i64::from(span.dropped_attributes_count)).into(),
+            span.resource.hash.to_vec().into(),
         ]);
     }
     txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))

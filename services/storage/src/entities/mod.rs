@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod projects;
+pub mod resources;
 pub mod spans;
 pub mod trace_annotations;
 pub mod traces;

@@ -34,8 +34,10 @@ pub struct Model {
     pub behaviours: Option<String>,
     /// The span's attributes as a JSON object.
     pub attributes: String,
-    /// The resource's attributes as a JSON object.
-    pub resource_attributes: String,
+    /// SHA-256 of the resource's attribute JSON: the key of its `resources` row.
+    pub resource_hash: Vec<u8>,
+    /// Attributes dropped by the sender or by the ingest limits.
+    pub dropped_attributes_count: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
