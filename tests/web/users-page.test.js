@@ -390,6 +390,27 @@ test("a preset changes the range", async () => {
   assert.equal(await page.locator(".card[data-metric=uniqueUsers] .card-value").textContent(), integer(o.uniqueUsers));
 });
 
+test("a custom range applies its dates", async () => {
+  await page.locator(".custom > summary").click();
+  // datetime-local inputs hold local time: let the browser write them.
+  const wanted = await page.evaluate(() => {
+    const local = (ms) => new Date(ms - new Date(ms).getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+    const to = Math.floor(Date.now() / 3600_000) * 3600_000 - 3 * 86400_000;
+    return { from: local(to - 7 * 86400_000), to: local(to), fromIso: new Date(to - 7 * 86400_000).toISOString(), toIso: new Date(to).toISOString() };
+  });
+  await page.locator("input[name=from]").fill(wanted.from);
+  await page.locator("input[name=to]").fill(wanted.to);
+  await page.getByRole("button", { name: "Apply" }).click();
+  await page.waitForURL(/from=.*&to=/);
+  await usersPageReady();
+  const range = await pageRange();
+  assert.deepEqual(range, { from: wanted.fromIso.replace(".000Z", "Z"), to: wanted.toIso.replace(".000Z", "Z") });
+  const { usersOverview: o } = await api("overview", { range });
+  assert.equal(await page.locator(".card[data-metric=uniqueUsers] .card-value").textContent(), integer(o.uniqueUsers));
+  const users = await usersFromApi({});
+  assert.deepEqual(await shownUserIds(), users.nodes.map((n) => n.userId));
+});
+
 test("a user's detail shows the API's profile, and the error toggle filters sessions", async () => {
   // The user with the most sessions that has both clean and errored ones.
   await page.goto(`${base}/?sort=SESSIONS&dir=DESC`);
