@@ -2,7 +2,8 @@
 //! resolved through users-query over gRPC with the caller's API key.
 //!
 //! Routes: `POST /graphql`, GraphiQL on `GET /graphql`, `GET /healthz` (200 `ok` when
-//! users-query's grpc.health answers SERVING, else 503), `GET /metrics` (Prometheus text).
+//! users-query's grpc.health answers SERVING, else 503), `GET /metrics` (Prometheus text),
+//! and the users page (`web/`, embedded): `GET /`, `GET /users/{id}`, `GET /assets/{path}`.
 //!
 //! Every request needs an `Authorization` header, forwarded to users-query as
 //! `authorization` metadata; without one the answer is HTTP 401 with a GraphQL error of code
@@ -18,6 +19,7 @@ mod scalars;
 mod schema;
 #[cfg(test)]
 mod testing;
+mod web;
 
 use axum::serve::ListenerExt;
 use std::future::Future;
@@ -27,6 +29,7 @@ use std::time::Duration;
 pub use error::{ErrorCode, GatewayError};
 pub use scalars::{BigInt, Date, DateTime};
 pub use schema::schema_sdl;
+pub use web::{CONTENT_SECURITY_POLICY_VALUE, WEB_ASSETS, WebAsset, content_type_for};
 
 /// How the gateway reaches users-query and whom it serves.
 #[derive(Debug, Clone)]
@@ -59,7 +62,7 @@ pub fn router(settings: GatewaySettings) -> Result<axum::Router, GatewayError> {
         settings.request_timeout,
         Arc::clone(&metrics),
     )?;
-    http::router(client, metrics, &settings.cors_allowed_origins)
+    Ok(http::router(client, metrics, &settings.cors_allowed_origins)?.merge(web::router()))
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then finishes the requests
