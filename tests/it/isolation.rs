@@ -1864,6 +1864,7 @@ async fn no_key_is_ever_logged() {
             output.stdout,
             vec![
                 format!("userlens API key (project default): {generated}"),
+                format!("Users page: http://{graphql_addr}/"),
                 format!("GraphiQL: http://{graphql_addr}/graphql"),
             ],
             "stdout holds the key line and nothing else secret"

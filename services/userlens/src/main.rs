@@ -170,6 +170,7 @@ async fn all_in_one(args: AllInOneArgs) -> Result<(), CliError> {
         println!("userlens API key (project default): {key}");
     }
     if let Ok(addr) = graphql.local_addr() {
+        println!("Users page: http://{addr}/");
         println!("GraphiQL: http://{addr}/graphql");
     }
 
