@@ -13,3 +13,4 @@ mod ingest_overload;
 mod isolation;
 mod query_figures;
 mod query_service;
+mod server_limits;
