@@ -431,10 +431,13 @@ async fn slow_clients(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slowloris_clients_are_cut_off_and_real_clients_still_answered() {
-    // 2,000 sockets in this process and as many in the server: far under `ulimit -n`
-    // (20,000 here); the count of the issue (5,000) is measured in BENCHMARKS-style runs
-    // noted in docs/reliability.md.
-    const SLOW_PER_PORT: usize = 1_000;
+    // 2,000 sockets in this process and as many in the server by default, far under
+    // `ulimit -n` (20,000 here); `USERLENS_TEST_SLOW_SOCKETS_PER_PORT=2500` runs the 5,000
+    // of docs/reliability.md.
+    let slow_per_port: usize = std::env::var("USERLENS_TEST_SLOW_SOCKETS_PER_PORT")
+        .ok()
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(1_000);
     for_each_backend!(|database| {
         let userlens = all_in_one(
             &database,
@@ -450,7 +453,7 @@ async fn slowloris_clients_are_cut_off_and_real_clients_still_answered() {
         let started = Instant::now();
         let mut slow = slow_clients(
             otlp_http,
-            SLOW_PER_PORT,
+            slow_per_port,
             Duration::from_secs(1),
             Arc::clone(&closed),
         )
@@ -458,7 +461,7 @@ async fn slowloris_clients_are_cut_off_and_real_clients_still_answered() {
         slow.extend(
             slow_clients(
                 graphql,
-                SLOW_PER_PORT,
+                slow_per_port,
                 Duration::from_secs(1),
                 Arc::clone(&closed),
             )
@@ -466,11 +469,16 @@ async fn slowloris_clients_are_cut_off_and_real_clients_still_answered() {
         );
 
         // Real clients are answered while the slow ones trickle.
+        let real_started = Instant::now();
         for n in 0..5u64 {
             assert_eq!(http_status(otlp_http, &healthz(otlp_http)).await, 200);
             assert_eq!(http_status(graphql, &healthz(graphql)).await, 200);
             assert_eq!(export_over_http(otlp_http, 100 + n).await, 200);
         }
+        eprintln!(
+            "15 real requests answered in {:?} beside the slow connections",
+            real_started.elapsed()
+        );
         // A body trickling for longer than the body timeout is refused.
         let body_started = Instant::now();
         let mut trickle = TcpStream::connect(otlp_http).await.expect("connect");
@@ -504,7 +512,8 @@ async fn slowloris_clients_are_cut_off_and_real_clients_still_answered() {
             );
         }
         let answer = String::from_utf8_lossy(&answer);
-        assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        eprintln!("trickled body refused after {:?}", body_started.elapsed());
 
         // Every slow connection is closed by the server soon after the header timeout.
         let all_closed = tokio::time::timeout(Duration::from_secs(30), async {
@@ -516,8 +525,8 @@ async fn slowloris_clients_are_cut_off_and_real_clients_still_answered() {
         assert!(
             all_closed.is_ok(),
             "{} of {} slow connections still open after {:?}",
-            2 * SLOW_PER_PORT - closed.load(Ordering::Relaxed),
-            2 * SLOW_PER_PORT,
+            2 * slow_per_port - closed.load(Ordering::Relaxed),
+            2 * slow_per_port,
             started.elapsed()
         );
         eprintln!(
