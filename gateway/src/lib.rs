@@ -21,7 +21,6 @@ mod schema;
 mod testing;
 mod web;
 
-use axum::serve::ListenerExt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +39,8 @@ pub struct GatewaySettings {
     pub request_timeout: Duration,
     /// Origins allowed by CORS: empty sends no CORS headers, `["*"]` allows any origin.
     pub cors_allowed_origins: Vec<String>,
+    /// Timeouts, connection cap and shutdown grace of the HTTP listener.
+    pub http: userlens_server::HttpServerSettings,
 }
 
 impl Default for GatewaySettings {
@@ -48,6 +49,7 @@ impl Default for GatewaySettings {
             query_url: "http://127.0.0.1:50051".to_owned(),
             request_timeout: Duration::from_secs(10),
             cors_allowed_origins: Vec::new(),
+            http: userlens_server::HttpServerSettings::default(),
         }
     }
 }
@@ -66,25 +68,20 @@ pub fn router(settings: GatewaySettings) -> Result<axum::Router, GatewayError> {
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then finishes the requests
-/// in flight.
+/// in flight within `settings.http.shutdown_grace` and closes every connection left.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     settings: GatewaySettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
     let query_url = settings.query_url.clone();
+    let http_settings = settings.http.clone();
     let router = router(settings)?;
     match listener.local_addr() {
         Ok(addr) => tracing::info!(%addr, %query_url, "gateway listening"),
         Err(error) => tracing::warn!(%error, "gateway listener has no local address"),
     }
-    axum::serve(
-        listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        router,
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(GatewayError::Serve)
+    userlens_server::serve_http(listener, router, &http_settings, shutdown)
+        .await
+        .map_err(GatewayError::Serve)
 }

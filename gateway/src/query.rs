@@ -104,6 +104,21 @@ where
     Ok(values)
 }
 
+/// The distinct series values of one field, at most as many as users-query accepts.
+fn capped_series(values: Vec<u32>, name: &str) -> Result<Vec<u32>, GatewayError> {
+    let max = userlens_query_engine::MAX_SERIES_PER_REQUEST;
+    if values.len() > max {
+        return Err(GatewayError::bad_input(
+            name,
+            format!(
+                "at most {max} distinct `{name}` values per query, got {}",
+                values.len()
+            ),
+        ));
+    }
+    Ok(values)
+}
+
 /// Every `trend(buckets:)` under `edges.node` and `nodes`, aliases and fragments included.
 fn requested_trend_buckets(users: &Lookahead<'_>) -> Result<Vec<u32>, GatewayError> {
     let mut trends = users
@@ -112,15 +127,21 @@ fn requested_trend_buckets(users: &Lookahead<'_>) -> Result<Vec<u32>, GatewayErr
         .field("trend")
         .selection_fields();
     trends.extend(users.field("nodes").field("trend").selection_fields());
-    distinct_arguments::<i32, _>(&trends, "buckets", trend_buckets)
+    capped_series(
+        distinct_arguments::<i32, _>(&trends, "buckets", trend_buckets)?,
+        "buckets",
+    )
 }
 
 /// Every `activity(days:)` selected on a user detail.
 fn requested_activity_days(detail: &Lookahead<'_>) -> Result<Vec<u32>, GatewayError> {
-    distinct_arguments::<i32, _>(
-        &detail.field("activity").selection_fields(),
+    capped_series(
+        distinct_arguments::<i32, _>(
+            &detail.field("activity").selection_fields(),
+            "days",
+            activity_days,
+        )?,
         "days",
-        activity_days,
     )
 }
 
@@ -406,6 +427,47 @@ mod tests {
             body["errors"][0]["extensions"]["field"], "buckets",
             "{body}"
         );
+    }
+
+    #[tokio::test]
+    async fn more_distinct_series_than_users_query_takes_are_refused() {
+        let max = userlens_query_engine::MAX_SERIES_PER_REQUEST;
+        let trends = |count: usize| -> String {
+            (1..=count)
+                .map(|b| format!("t{b}: trend(buckets: {b}) "))
+                .collect()
+        };
+        let body = run(
+            &format!("{{ users {{ requested nodes {{ {} }} }} }}", trends(max)),
+            serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(
+            body["data"]["users"]["requested"].as_array().map(Vec::len),
+            Some(max),
+            "{body}"
+        );
+        let body = run(
+            &format!(
+                "{{ users {{ requested nodes {{ {} }} }} }}",
+                trends(max + 1)
+            ),
+            serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["field"], "buckets",
+            "{body}"
+        );
+        let days: String = (1..=max + 1)
+            .map(|d| format!("d{d}: activity(days: {d}) "))
+            .collect();
+        let body = run(
+            &format!("{{ detail {{ requestedDays {days} }} }}"),
+            serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(body["errors"][0]["extensions"]["field"], "days", "{body}");
     }
 
     #[tokio::test]

@@ -41,6 +41,7 @@ async fn spawn_gateway(cors_allowed_origins: &[&str]) -> TestGateway {
             .iter()
             .map(|o| (*o).to_owned())
             .collect(),
+        ..GatewaySettings::default()
     };
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(userlens_gateway::serve(listener, settings, async move {
@@ -314,6 +315,7 @@ async fn a_blackholed_users_query_is_unavailable_within_the_connect_timeout() {
         query_url: "http://10.255.255.1:50051".to_owned(),
         request_timeout: Duration::from_secs(30),
         cors_allowed_origins: Vec::new(),
+        ..GatewaySettings::default()
     };
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(userlens_gateway::serve(listener, settings, async move {

@@ -3,7 +3,10 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_initial_schema;
+mod m20261202_000001_deployment_identity;
 mod m20261202_000002_resources_once;
+
+pub use m20261202_000001_deployment_identity::new_deployment_id;
 
 pub struct Migrator;
 
@@ -12,6 +15,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m20261124_000001_initial_schema::Migration),
+            Box::new(m20261202_000001_deployment_identity::Migration),
             Box::new(m20261202_000002_resources_once::Migration),
         ]
     }

@@ -14,3 +14,4 @@ mod isolation;
 mod query_figures;
 mod query_service;
 mod span_limits;
+mod server_limits;

@@ -12,7 +12,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod writer;
 
-use axum::serve::ListenerExt;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -41,6 +40,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 pub struct IngestSettings {
     pub max_body_bytes: usize,
     pub writer: WriterSettings,
+    /// Timeouts, connection cap and shutdown grace of the OTLP/HTTP listener.
+    pub http: userlens_server::HttpServerSettings,
 }
 
 impl Default for IngestSettings {
@@ -48,6 +49,7 @@ impl Default for IngestSettings {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             writer: WriterSettings::default(),
+            http: userlens_server::HttpServerSettings::default(),
         }
     }
 }
@@ -127,13 +129,12 @@ pub async fn serve(
             grpc_shutdown,
         );
 
-    let http = axum::serve(
-        http_listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
+    let http = userlens_server::serve_http(
+        http_listener,
         http::router(Arc::clone(&ingestor), max_body_bytes),
-    )
-    .with_graceful_shutdown(shutdown);
+        &settings.http,
+        shutdown,
+    );
 
     let (grpc_result, http_result) = tokio::join!(grpc, http);
     drop(ingestor);

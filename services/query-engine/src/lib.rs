@@ -31,3 +31,4 @@ pub use api::{
 pub use error::QueryError;
 pub use row::{IssueLink, ModelUsage, ToolUsage, TraceRow};
 pub use snapshot::Snapshot;
+pub use validate::MAX_SERIES_PER_REQUEST;

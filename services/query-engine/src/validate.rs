@@ -7,6 +7,10 @@ pub(crate) const MAX_PAGE_SIZE: u32 = 200;
 pub(crate) const MAX_TREND_BUCKETS: u32 = 60;
 pub(crate) const MAX_ACTIVITY_DAYS: u32 = 365;
 pub(crate) const MAX_SEARCH_CHARS: usize = 500;
+/// Series (`trend` bucket counts, `activity` day counts) one request may ask for: each adds
+/// a series to every row of the answer, so the list length multiplies the work and memory
+/// of the whole answer. The GraphQL gateway asks for the distinct values of one page, a few.
+pub const MAX_SERIES_PER_REQUEST: usize = 16;
 
 pub(crate) fn range(range: TimeRange) -> Result<TimeRange, QueryError> {
     if range.to_ns <= range.from_ns {
@@ -30,6 +34,7 @@ pub(crate) fn page_size(first: u32) -> Result<usize, QueryError> {
 }
 
 pub(crate) fn trend_buckets(buckets: &[u32]) -> Result<(), QueryError> {
+    series_count("buckets", buckets.len())?;
     for &b in buckets {
         if !(1..=MAX_TREND_BUCKETS).contains(&b) {
             return Err(QueryError::invalid(
@@ -42,6 +47,7 @@ pub(crate) fn trend_buckets(buckets: &[u32]) -> Result<(), QueryError> {
 }
 
 pub(crate) fn activity_days(days: &[u32]) -> Result<(), QueryError> {
+    series_count("days", days.len())?;
     for &d in days {
         if !(1..=MAX_ACTIVITY_DAYS).contains(&d) {
             return Err(QueryError::invalid(
@@ -49,6 +55,16 @@ pub(crate) fn activity_days(days: &[u32]) -> Result<(), QueryError> {
                 format!("must be between 1 and {MAX_ACTIVITY_DAYS}, got {d}"),
             ));
         }
+    }
+    Ok(())
+}
+
+pub(crate) fn series_count(field: &'static str, count: usize) -> Result<(), QueryError> {
+    if count > MAX_SERIES_PER_REQUEST {
+        return Err(QueryError::invalid(
+            field,
+            format!("at most {MAX_SERIES_PER_REQUEST} series per request, got {count}"),
+        ));
     }
     Ok(())
 }

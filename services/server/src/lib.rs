@@ -1,6 +1,12 @@
 //! What every userlens server role shares: the error of serving, and (in its modules) how
 //! listeners, limits and authentication are set up, so each role wires the same pieces.
 
+pub mod grpc;
+pub mod http;
+
+pub use grpc::{grpc_server_builder, serve_with_grace};
+pub use http::{HttpServerSettings, serve_http};
+
 /// Why a server role stopped serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

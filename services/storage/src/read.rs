@@ -2,7 +2,10 @@
 //! after a generation (every row when asked from generation -1).
 
 use futures::TryStreamExt;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, StreamTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect, Statement,
+    StreamTrait,
+};
 use userlens_query_engine::TraceRow;
 
 use crate::details::trace_row_from_model;
@@ -53,4 +56,57 @@ pub async fn span_count(db: &impl ConnectionTrait, project_id: i64) -> Result<u6
         .filter(spans::Column::ProjectId.eq(project_id))
         .count(db)
         .await?)
+}
+
+/// The project's data generation and the deployment id (see the `deployment` table), read
+/// in one statement so a replaced deployment id is seen by the very next query.
+pub async fn generation_and_deployment(
+    db: &impl ConnectionTrait,
+    project_id: i64,
+) -> Result<(i64, String), StorageError> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "SELECT p.data_generation, d.deployment_id FROM projects p \
+             CROSS JOIN deployment d WHERE p.id = $1 AND d.id = 1"
+        }
+        _ => {
+            "SELECT p.data_generation, d.deployment_id FROM projects p \
+             CROSS JOIN deployment d WHERE p.id = ? AND d.id = 1"
+        }
+    };
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [project_id.into()],
+        ))
+        .await?
+        .ok_or(StorageError::UnknownProject(project_id))?;
+    Ok((
+        row.try_get::<i64>("", "data_generation")?,
+        row.try_get::<String>("", "deployment_id")?,
+    ))
+}
+
+/// Gives the deployment a fresh id, unless another process already replaced `seen` (then
+/// its id stands, so every replica converges on one namespace).
+pub async fn replace_deployment_id(
+    db: &impl ConnectionTrait,
+    seen: &str,
+) -> Result<(), StorageError> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "UPDATE deployment SET deployment_id = $1 WHERE id = 1 AND deployment_id = $2"
+        }
+        _ => "UPDATE deployment SET deployment_id = ? WHERE id = 1 AND deployment_id = ?",
+    };
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [userlens_migrations::new_deployment_id().into(), seen.into()],
+    ))
+    .await?;
+    Ok(())
 }

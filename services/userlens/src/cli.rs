@@ -101,6 +101,29 @@ pub struct IngestListenArgs {
     pub ingest_writers: usize,
 }
 
+/// Limits of every listener of the role (docs/reliability.md, "Hardening: servers").
+#[derive(Args, Clone)]
+pub struct ServerLimitArgs {
+    /// Longest wait for an HTTP request head, in milliseconds; also closes idle keep-alive
+    /// connections.
+    #[arg(
+        long,
+        env = "USERLENS_HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub http_header_timeout_ms: u64,
+    /// Longest time to receive a whole HTTP request body, in milliseconds.
+    #[arg(long, env = "USERLENS_HTTP_BODY_TIMEOUT_MS", default_value_t = 60_000)]
+    pub http_body_timeout_ms: u64,
+    /// Open connections per HTTP listener, at most.
+    #[arg(long, env = "USERLENS_HTTP_MAX_CONNECTIONS", default_value_t = userlens_server::http::DEFAULT_MAX_CONNECTIONS)]
+    pub http_max_connections: usize,
+    /// After SIGTERM, how long requests in flight may still run before connections are
+    /// closed, in milliseconds.
+    #[arg(long, env = "USERLENS_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
 #[derive(Args, Clone)]
 pub struct CacheArgs {
     /// Redis for the query result cache (redis://host:port); unset: an in-process cache.
@@ -137,6 +160,8 @@ pub struct IngestArgs {
     pub key: KeyArgs,
     #[command(flatten)]
     pub listen: IngestListenArgs,
+    #[command(flatten)]
+    pub limits: ServerLimitArgs,
 }
 
 #[derive(Args, Clone)]
@@ -153,12 +178,16 @@ pub struct QueryArgs {
     /// Listen address of `/metrics` and `/healthz` for this role; unset: not served.
     #[arg(long, env = "USERLENS_QUERY_HTTP_ADDR")]
     pub query_http_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub limits: ServerLimitArgs,
 }
 
 #[derive(Args, Clone)]
 pub struct GatewayArgs {
     #[command(flatten)]
     pub listen: GatewayListenArgs,
+    #[command(flatten)]
+    pub limits: ServerLimitArgs,
     /// Where the gateway finds users-query.
     #[arg(
         long,
@@ -180,6 +209,8 @@ pub struct AllInOneArgs {
     pub ingest: IngestListenArgs,
     #[command(flatten)]
     pub gateway: GatewayListenArgs,
+    #[command(flatten)]
+    pub limits: ServerLimitArgs,
     /// Listen address of the gRPC UsersQueryService.
     #[arg(long, env = "USERLENS_QUERY_ADDR", default_value = "127.0.0.1:50051")]
     pub query_addr: SocketAddr,

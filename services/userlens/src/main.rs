@@ -18,7 +18,7 @@ use userlens_users_query::ResultCache;
 
 use crate::cli::{
     AllInOneArgs, CacheArgs, Cli, Command, DatabaseArgs, GatewayListenArgs, IngestListenArgs,
-    KeyArgs, KeysCommand,
+    KeyArgs, KeysCommand, ServerLimitArgs,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +95,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             announce("ingest", &[("otlp-grpc", &grpc), ("otlp-http", &http)]);
             userlens_ingest::serve(
                 db,
-                ingest_settings(&args.listen),
+                ingest_settings(&args.listen, &args.limits),
                 grpc,
                 http,
                 shutdown_signal(),
@@ -117,7 +117,15 @@ async fn run(command: Command) -> Result<(), CliError> {
             if let Some(http) = &http {
                 announce("query", &[("query-http", http)]);
             }
-            userlens_users_query::serve(db, cache, grpc, http, shutdown_signal()).await?;
+            userlens_users_query::serve_with_settings(
+                db,
+                cache,
+                grpc,
+                http,
+                &query_server_settings(&args.limits),
+                shutdown_signal(),
+            )
+            .await?;
             tracing::info!("users-query stopped");
             Ok(())
         }
@@ -126,7 +134,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             announce("gateway", &[("graphql", &listener)]);
             userlens_gateway::serve(
                 listener,
-                gateway_settings(&args.listen, args.query_url),
+                gateway_settings(&args.listen, &args.limits, args.query_url),
                 shutdown_signal(),
             )
             .await?;
@@ -177,15 +185,23 @@ async fn all_in_one(args: AllInOneArgs) -> Result<(), CliError> {
     let shutdown = shutdown_signal().shared();
     let ingest = userlens_ingest::serve(
         db.clone(),
-        ingest_settings(&args.ingest),
+        ingest_settings(&args.ingest, &args.limits),
         ingest_grpc,
         ingest_http,
         shutdown.clone(),
     );
-    let users_query = userlens_users_query::serve(db, cache, query, query_http, shutdown.clone());
+    let query_settings = query_server_settings(&args.limits);
+    let users_query = userlens_users_query::serve_with_settings(
+        db,
+        cache,
+        query,
+        query_http,
+        &query_settings,
+        shutdown.clone(),
+    );
     let gateway = userlens_gateway::serve(
         graphql,
-        gateway_settings(&args.gateway, format!("http://{query_addr}")),
+        gateway_settings(&args.gateway, &args.limits, format!("http://{query_addr}")),
         shutdown,
     );
     let (ingest, users_query, gateway) = tokio::join!(ingest, users_query, gateway);
@@ -257,8 +273,28 @@ fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     std::io::Write::write_all(&mut file, format!("{contents}\n").as_bytes())
 }
 
-fn ingest_settings(args: &IngestListenArgs) -> userlens_ingest::IngestSettings {
+fn http_server_settings(limits: &ServerLimitArgs) -> userlens_server::HttpServerSettings {
+    userlens_server::HttpServerSettings {
+        header_read_timeout: Duration::from_millis(limits.http_header_timeout_ms.max(1)),
+        body_read_timeout: Duration::from_millis(limits.http_body_timeout_ms.max(1)),
+        max_connections: limits.http_max_connections.max(1),
+        shutdown_grace: Duration::from_millis(limits.shutdown_grace_ms),
+    }
+}
+
+fn query_server_settings(limits: &ServerLimitArgs) -> userlens_users_query::QueryServerSettings {
+    userlens_users_query::QueryServerSettings {
+        http: http_server_settings(limits),
+        grpc_shutdown_grace: Duration::from_millis(limits.shutdown_grace_ms),
+    }
+}
+
+fn ingest_settings(
+    args: &IngestListenArgs,
+    limits: &ServerLimitArgs,
+) -> userlens_ingest::IngestSettings {
     userlens_ingest::IngestSettings {
+        http: http_server_settings(limits),
         max_body_bytes: args.max_body_bytes,
         writer: userlens_ingest::WriterSettings {
             max_queued_spans: args.max_queued_spans,
@@ -270,9 +306,11 @@ fn ingest_settings(args: &IngestListenArgs) -> userlens_ingest::IngestSettings {
 
 fn gateway_settings(
     args: &GatewayListenArgs,
+    limits: &ServerLimitArgs,
     query_url: String,
 ) -> userlens_gateway::GatewaySettings {
     userlens_gateway::GatewaySettings {
+        http: http_server_settings(limits),
         query_url,
         request_timeout: Duration::from_millis(args.query_timeout_ms.max(1)),
         cors_allowed_origins: args

@@ -59,6 +59,7 @@ fn every_role_documents_its_environment_variables() {
                 "USERLENS_REDIS_KEY_PREFIX",
                 "USERLENS_QUERY_ADDR",
                 "USERLENS_QUERY_HTTP_ADDR",
+                "USERLENS_SHUTDOWN_GRACE_MS",
             ],
         ),
         (
@@ -68,6 +69,9 @@ fn every_role_documents_its_environment_variables() {
                 "USERLENS_QUERY_URL",
                 "USERLENS_QUERY_TIMEOUT_MS",
                 "USERLENS_CORS_ALLOWED_ORIGINS",
+                "USERLENS_HTTP_HEADER_TIMEOUT_MS",
+                "USERLENS_HTTP_MAX_CONNECTIONS",
+                "USERLENS_SHUTDOWN_GRACE_MS",
             ],
         ),
         (
@@ -83,6 +87,10 @@ fn every_role_documents_its_environment_variables() {
                 "USERLENS_GRAPHQL_ADDR",
                 "USERLENS_MAX_BODY_BYTES",
                 "USERLENS_MAX_QUEUED_SPANS",
+                "USERLENS_HTTP_HEADER_TIMEOUT_MS",
+                "USERLENS_HTTP_BODY_TIMEOUT_MS",
+                "USERLENS_HTTP_MAX_CONNECTIONS",
+                "USERLENS_SHUTDOWN_GRACE_MS",
             ],
         ),
         (

@@ -1,8 +1,10 @@
 //! Cache-aside for query results: Redis when configured, in-process otherwise.
 //!
-//! Keys carry the project and its data generation (advanced by every committed write), so a
-//! write makes every older entry unreachable: nothing stale is served after an acknowledged
-//! write. Redis is an accelerator only: when it is down, slow (bounded by a timeout) or
+//! Keys carry the deployment id (a random id kept in the database's `deployment` table, so
+//! deployments sharing one Redis and key prefix never read each other's entries, and
+//! replaced when a restored database is detected), the project and its data generation
+//! (advanced by every committed write), so a write makes every older entry unreachable:
+//! nothing stale is served after an acknowledged write. Redis is an accelerator only: when it is down, slow (bounded by a timeout) or
 //! flushed, the query is answered from the snapshot and the failure is counted.
 
 use std::sync::Arc;
@@ -126,12 +128,13 @@ impl ResultCache {
     }
 }
 
-/// Project, data generation, method and a digest of the request.
+/// Deployment, project, data generation, method and a digest of the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey(String);
 
 impl CacheKey {
     pub fn new(
+        deployment_id: &str,
         project_id: i64,
         generation: i64,
         method: &str,
@@ -142,6 +145,8 @@ impl CacheKey {
         digest.update(request);
         digest.update(extra.as_bytes());
         let digest = hex::encode(&digest.finalize()[..16]);
-        Self(format!("q1:{project_id}:{generation}:{method}:{digest}"))
+        Self(format!(
+            "q2:{deployment_id}:{project_id}:{generation}:{method}:{digest}"
+        ))
     }
 }

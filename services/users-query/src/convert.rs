@@ -11,6 +11,22 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const DEFAULT_TREND_BUCKETS: u32 = 14;
 pub const DEFAULT_ACTIVITY_DAYS: u32 = 30;
 
+/// Refuses a repeated series field longer than the engine allows, before anything is
+/// copied or computed for it.
+fn series_field(field: &'static str, values: &[u32]) -> Result<(), QueryServiceError> {
+    if values.len() > engine::MAX_SERIES_PER_REQUEST {
+        return Err(QueryServiceError::invalid(
+            field,
+            format!(
+                "at most {} values, got {}",
+                engine::MAX_SERIES_PER_REQUEST,
+                values.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn timestamp_to_ns(
     timestamp: &Timestamp,
     field: &'static str,
@@ -74,6 +90,7 @@ pub fn users_request(
 ) -> Result<engine::UsersRequest, QueryServiceError> {
     use engine::UserOrderField as F;
     use pb::UserOrderField as P;
+    series_field("trend_buckets", &request.trend_buckets)?;
     let field = match P::try_from(request.order_field) {
         Ok(P::Unspecified | P::LastSeen) => F::LastSeen,
         Ok(P::FirstSeen) => F::FirstSeen,
@@ -132,12 +149,13 @@ pub fn sessions_request(
     })
 }
 
-pub fn activity_days(request: &pb::GetUserDetailRequest) -> Vec<u32> {
-    if request.activity_days.is_empty() {
+pub fn activity_days(request: &pb::GetUserDetailRequest) -> Result<Vec<u32>, QueryServiceError> {
+    series_field("activity_days", &request.activity_days)?;
+    Ok(if request.activity_days.is_empty() {
         vec![DEFAULT_ACTIVITY_DAYS]
     } else {
         request.activity_days.clone()
-    }
+    })
 }
 
 fn count(value: u64) -> i64 {
@@ -374,6 +392,41 @@ mod tests {
             let ts = ns_to_timestamp(ns);
             assert_eq!(timestamp_to_ns(&ts, "range").ok(), Some(ns));
         }
+    }
+
+    #[test]
+    fn series_lists_are_capped_naming_the_field() {
+        let too_many = vec![7; engine::MAX_SERIES_PER_REQUEST + 1];
+        let users = pb::ListUsersRequest {
+            trend_buckets: too_many.clone(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            users_request(&users),
+            Err(QueryServiceError::InvalidArgument {
+                field: "trend_buckets",
+                ..
+            })
+        ));
+        let detail = pb::GetUserDetailRequest {
+            activity_days: too_many,
+            ..Default::default()
+        };
+        assert!(matches!(
+            activity_days(&detail),
+            Err(QueryServiceError::InvalidArgument {
+                field: "activity_days",
+                ..
+            })
+        ));
+        let at_limit = pb::GetUserDetailRequest {
+            activity_days: vec![30; engine::MAX_SERIES_PER_REQUEST],
+            ..Default::default()
+        };
+        assert_eq!(
+            activity_days(&at_limit).ok().map(|d| d.len()),
+            Some(engine::MAX_SERIES_PER_REQUEST)
+        );
     }
 
     #[test]

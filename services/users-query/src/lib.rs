@@ -11,15 +11,16 @@ pub mod snapshots;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use futures::FutureExt;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
 use userlens_proto::query::v1::users_query_service_server::UsersQueryServiceServer;
+use userlens_server::HttpServerSettings;
 use userlens_storage::DatabaseConnection;
 
 pub use cache::ResultCache;
@@ -28,13 +29,51 @@ pub use service::QueryService;
 
 pub use userlens_server::ServeError;
 
-/// Runs the users-query role until `shutdown` resolves. `http_listener`, when given, serves
-/// `GET /metrics` and `GET /healthz`.
+/// Limits of the users-query listeners.
+#[derive(Debug, Clone)]
+pub struct QueryServerSettings {
+    /// The `/metrics` + `/healthz` listener.
+    pub http: HttpServerSettings,
+    /// After shutdown starts, how long gRPC calls in flight may still run.
+    pub grpc_shutdown_grace: Duration,
+}
+
+impl Default for QueryServerSettings {
+    fn default() -> Self {
+        Self {
+            http: HttpServerSettings::default(),
+            grpc_shutdown_grace: userlens_server::grpc::DEFAULT_GRPC_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// Runs the users-query role until `shutdown` resolves, with the default limits.
+/// `http_listener`, when given, serves `GET /metrics` and `GET /healthz`.
 pub async fn serve(
     db: DatabaseConnection,
     cache: ResultCache,
     grpc_listener: TcpListener,
     http_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    serve_with_settings(
+        db,
+        cache,
+        grpc_listener,
+        http_listener,
+        &QueryServerSettings::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] with the given limits; returns within the shutdown graces after `shutdown`.
+pub async fn serve_with_settings(
+    db: DatabaseConnection,
+    cache: ResultCache,
+    grpc_listener: TcpListener,
+    http_listener: Option<TcpListener>,
+    settings: &QueryServerSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(QueryMetrics::default());
@@ -52,7 +91,7 @@ pub async fn serve(
         .with_service_name("userlens.query.v1.UsersQueryService")
         .with_service_name("grpc.health.v1.Health")
         .build_v1()?;
-    let grpc = tonic::transport::Server::builder()
+    let grpc = userlens_server::grpc_server_builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -62,9 +101,13 @@ pub async fn serve(
         )
         // Small responses must not wait on Nagle's algorithm (40 ms with delayed ACKs).
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            TcpIncoming::from(grpc_listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(userlens_server::grpc::TCP_KEEPALIVE)),
             shutdown.clone(),
         );
+    let grpc =
+        userlens_server::serve_with_grace(grpc, shutdown.clone(), settings.grpc_shutdown_grace);
 
     match http_listener {
         Some(listener) => {
@@ -91,13 +134,7 @@ pub async fn serve(
                         }
                     }),
                 );
-            let http = axum::serve(
-                listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                }),
-                router,
-            )
-            .with_graceful_shutdown(shutdown);
+            let http = userlens_server::serve_http(listener, router, &settings.http, shutdown);
             let (grpc, http) = tokio::join!(grpc, http);
             grpc?;
             http?;

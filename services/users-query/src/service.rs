@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use userlens_proto::query::v1 as pb;
 use userlens_proto::query::v1::users_query_service_server::UsersQueryService;
 use userlens_query_engine::Snapshot;
-use userlens_storage::{DatabaseConnection, KeyResolver, read};
+use userlens_storage::{DatabaseConnection, KeyResolver};
 
 use crate::cache::{CacheKey, ResultCache};
 use crate::convert;
@@ -18,7 +18,6 @@ use crate::metrics::QueryMetrics;
 use crate::snapshots::SnapshotStore;
 
 pub struct QueryService {
-    db: DatabaseConnection,
     keys: KeyResolver,
     snapshots: SnapshotStore,
     cache: ResultCache,
@@ -29,8 +28,7 @@ impl QueryService {
     pub fn new(db: DatabaseConnection, cache: ResultCache, metrics: Arc<QueryMetrics>) -> Self {
         Self {
             keys: KeyResolver::new(db.clone()),
-            snapshots: SnapshotStore::new(db.clone()),
-            db,
+            snapshots: SnapshotStore::new(db),
             cache,
             metrics,
         }
@@ -60,8 +58,10 @@ impl QueryService {
     {
         let project_id = self.project(request.metadata()).await?;
         self.metrics.record_query();
-        let generation = read::project_generation(&self.db, project_id).await?;
+        let current = self.snapshots.current(project_id).await?;
+        let generation = current.generation;
         let key = CacheKey::new(
+            &current.deployment_id,
             project_id,
             generation,
             method,
@@ -128,7 +128,7 @@ impl UsersQueryService for QueryService {
         request: Request<pb::GetUserDetailRequest>,
     ) -> Result<Response<pb::GetUserDetailResponse>, Status> {
         let user_id = request.get_ref().user_id.clone();
-        let activity_days = convert::activity_days(request.get_ref());
+        let activity_days = convert::activity_days(request.get_ref())?;
         let now = now_ns();
         // Activity series end today: the date is part of the cache key.
         let today = now.div_euclid(86_400_000_000_000).to_string();

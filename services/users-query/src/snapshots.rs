@@ -2,8 +2,14 @@
 //! data generation: before answering at generation G, the rows written after the
 //! generation the snapshot holds are read from the `(project_id, change_generation)` index
 //! and applied. The database stays the source of truth.
+//!
+//! Generations only grow, so a project whose generation is lower than one this process has
+//! already read was restored from a backup: its snapshot is rebuilt from scratch and the
+//! deployment id (the result cache's namespace) is replaced before anything is answered, so
+//! neither the snapshot nor a result cached before the restore is ever served.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
@@ -16,6 +22,15 @@ struct ProjectSnapshot {
     snapshot: Arc<RwLock<Snapshot>>,
     /// Generation the snapshot holds every row of; guarded by `refresh`.
     held_generation: tokio::sync::Mutex<i64>,
+    /// Highest generation of the project this process has read from the database.
+    highest_seen: AtomicI64,
+}
+
+/// Where a query stands: the project's data generation and the deployment id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentGeneration {
+    pub generation: i64,
+    pub deployment_id: String,
 }
 
 pub struct SnapshotStore {
@@ -29,6 +44,47 @@ impl SnapshotStore {
             db,
             projects: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The project's current generation and the deployment id. When the generation went
+    /// backwards (a restored database), the project's snapshot is dropped and the deployment
+    /// id replaced first.
+    pub async fn current(&self, project_id: i64) -> Result<CurrentGeneration, StorageError> {
+        let project = self.project(project_id);
+        let mut current = self.read_current(project_id).await?;
+        let highest = project.highest_seen.load(Ordering::Acquire);
+        if current.generation < highest {
+            // A read that began after the one that saw `highest` returns at least `highest`
+            // unless the database went back: read again to tell a race from a restore.
+            current = self.read_current(project_id).await?;
+            if current.generation < highest {
+                tracing::warn!(
+                    project_id,
+                    generation = current.generation,
+                    highest_seen = highest,
+                    "data generation went backwards (database restored?): rebuilding the \
+                     snapshot and replacing the cache namespace"
+                );
+                read::replace_deployment_id(&self.db, &current.deployment_id).await?;
+                current = self.read_current(project_id).await?;
+                let fresh = Arc::new(ProjectSnapshot::new(current.generation));
+                self.lock_projects().insert(project_id, fresh);
+                return Ok(current);
+            }
+        }
+        project
+            .highest_seen
+            .fetch_max(current.generation, Ordering::AcqRel);
+        Ok(current)
+    }
+
+    async fn read_current(&self, project_id: i64) -> Result<CurrentGeneration, StorageError> {
+        let (generation, deployment_id) =
+            read::generation_and_deployment(&self.db, project_id).await?;
+        Ok(CurrentGeneration {
+            generation,
+            deployment_id,
+        })
     }
 
     /// The project's snapshot, holding at least every row up to `generation`.
@@ -57,15 +113,28 @@ impl SnapshotStore {
     }
 
     fn project(&self, project_id: i64) -> Arc<ProjectSnapshot> {
-        let mut projects = self
-            .projects
+        Arc::clone(
+            self.lock_projects()
+                .entry(project_id)
+                .or_insert_with(|| Arc::new(ProjectSnapshot::new(-1))),
+        )
+    }
+
+    fn lock_projects(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<ProjectSnapshot>>> {
+        self.projects
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(projects.entry(project_id).or_insert_with(|| {
-            Arc::new(ProjectSnapshot {
-                snapshot: Arc::new(RwLock::new(Snapshot::new())),
-                held_generation: tokio::sync::Mutex::new(-1),
-            })
-        }))
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl ProjectSnapshot {
+    /// An empty snapshot (it loads every row on first use) of a project last seen at
+    /// `highest_seen`.
+    fn new(highest_seen: i64) -> Self {
+        Self {
+            snapshot: Arc::new(RwLock::new(Snapshot::new())),
+            held_generation: tokio::sync::Mutex::new(-1),
+            highest_seen: AtomicI64::new(highest_seen),
+        }
     }
 }
