@@ -52,6 +52,7 @@ async fn spawn_gateway() -> TestGateway {
         query_url,
         request_timeout: Duration::from_secs(10),
         cors_allowed_origins: Vec::new(),
+        ..GatewaySettings::default()
     };
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(userlens_gateway::serve(listener, settings, async move {
