@@ -110,6 +110,7 @@ impl Stack {
                 userlens_users_query::serve(
                     db,
                     result_cache,
+                    Default::default(),
                     query_listener,
                     Some(query_http_listener),
                     stop,

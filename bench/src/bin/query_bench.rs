@@ -128,6 +128,7 @@ async fn main() {
     let server = tokio::spawn(userlens_users_query::serve(
         db.clone(),
         cache,
+        Default::default(),
         listener,
         None,
         async {

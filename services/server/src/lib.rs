@@ -1,6 +1,8 @@
 //! What every userlens server role shares: the error of serving, and (in its modules) how
 //! listeners, limits and authentication are set up, so each role wires the same pieces.
 
+pub mod auth;
+
 /// Why a server role stopped serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

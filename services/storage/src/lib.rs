@@ -15,7 +15,7 @@ pub mod read;
 pub mod span;
 pub mod write;
 
-pub use auth::KeyResolver;
+pub use auth::{KeyCacheSettings, KeyResolver, ResolvedKey};
 pub use db::{DatabaseSettings, connect, migrate};
 pub use error::StorageError;
 pub use sea_orm::{DatabaseConnection, DbBackend};

@@ -88,7 +88,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             announce("ingest", &[("otlp-grpc", &grpc), ("otlp-http", &http)]);
             userlens_ingest::serve(
                 db,
-                ingest_settings(&args.listen),
+                ingest_settings(&args.listen, &args.key),
                 grpc,
                 http,
                 shutdown_signal(),
@@ -110,7 +110,15 @@ async fn run(command: Command) -> Result<(), CliError> {
             if let Some(http) = &http {
                 announce("query", &[("query-http", http)]);
             }
-            userlens_users_query::serve(db, cache, grpc, http, shutdown_signal()).await?;
+            userlens_users_query::serve(
+                db,
+                cache,
+                args.key.key_cache(),
+                grpc,
+                http,
+                shutdown_signal(),
+            )
+            .await?;
             tracing::info!("users-query stopped");
             Ok(())
         }
@@ -169,12 +177,19 @@ async fn all_in_one(args: AllInOneArgs) -> Result<(), CliError> {
     let shutdown = shutdown_signal().shared();
     let ingest = userlens_ingest::serve(
         db.clone(),
-        ingest_settings(&args.ingest),
+        ingest_settings(&args.ingest, &args.key),
         ingest_grpc,
         ingest_http,
         shutdown.clone(),
     );
-    let users_query = userlens_users_query::serve(db, cache, query, query_http, shutdown.clone());
+    let users_query = userlens_users_query::serve(
+        db,
+        cache,
+        args.key.key_cache(),
+        query,
+        query_http,
+        shutdown.clone(),
+    );
     let gateway = userlens_gateway::serve(
         graphql,
         gateway_settings(&args.gateway, format!("http://{query_addr}")),
@@ -233,8 +248,9 @@ fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     std::io::Write::write_all(&mut file, format!("{contents}\n").as_bytes())
 }
 
-fn ingest_settings(args: &IngestListenArgs) -> userlens_ingest::IngestSettings {
+fn ingest_settings(args: &IngestListenArgs, key: &KeyArgs) -> userlens_ingest::IngestSettings {
     userlens_ingest::IngestSettings {
+        key_cache: key.key_cache(),
         max_body_bytes: args.max_body_bytes,
         writer: userlens_ingest::WriterSettings {
             max_queued_spans: args.max_queued_spans,

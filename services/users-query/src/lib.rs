@@ -20,7 +20,8 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
 use userlens_proto::query::v1::users_query_service_server::UsersQueryServiceServer;
-use userlens_storage::DatabaseConnection;
+use userlens_server::auth::Authenticate;
+use userlens_storage::{DatabaseConnection, KeyCacheSettings, KeyResolver};
 
 pub use cache::ResultCache;
 pub use metrics::QueryMetrics;
@@ -29,10 +30,11 @@ pub use service::QueryService;
 pub use userlens_server::ServeError;
 
 /// Runs the users-query role until `shutdown` resolves. `http_listener`, when given, serves
-/// `GET /metrics` and `GET /healthz`.
+/// `GET /metrics` and `GET /healthz`. `key_cache` says how long API keys are trusted.
 pub async fn serve(
     db: DatabaseConnection,
     cache: ResultCache,
+    key_cache: KeyCacheSettings,
     grpc_listener: TcpListener,
     http_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -40,6 +42,7 @@ pub async fn serve(
     let metrics = Arc::new(QueryMetrics::default());
     tracing::info!(cache = cache.kind(), "users-query result cache");
     let service = Arc::new(QueryService::new(db.clone(), cache, Arc::clone(&metrics)));
+    let keys = Arc::new(KeyResolver::with_settings(db.clone(), key_cache));
     let shutdown = shutdown.boxed().shared();
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -55,11 +58,13 @@ pub async fn serve(
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
+        // Every query call is authenticated from its headers before its message is read.
+        .add_service(Authenticate::new(
             UsersQueryServiceServer::from_arc(service)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip),
-        )
+            Arc::clone(&keys),
+        ))
         // Small responses must not wait on Nagle's algorithm (40 ms with delayed ACKs).
         .serve_with_incoming_shutdown(
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
@@ -73,7 +78,14 @@ pub async fn serve(
                     "/metrics",
                     get(move || {
                         let metrics = Arc::clone(&metrics);
-                        async move { metrics.render() }
+                        let keys = Arc::clone(&keys);
+                        async move {
+                            let lookups = keys.database_lookups();
+                            format!(
+                                "{}# HELP userlens_query_key_lookups_total API key lookups sent to the database (cache misses).\n# TYPE userlens_query_key_lookups_total counter\nuserlens_query_key_lookups_total {lookups}\n",
+                                metrics.render()
+                            )
+                        }
                     }),
                 )
                 .route(
