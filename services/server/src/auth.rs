@@ -14,8 +14,11 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 use tonic::server::NamedService;
+use tonic_types::{ErrorDetails, StatusExt};
 use userlens_storage::{KeyResolver, ResolvedKey};
 
 /// The caller's project, put in the request's extensions by `Authenticate`.
@@ -33,6 +36,9 @@ pub fn authenticated<T>(request: &tonic::Request<T>) -> Result<ResolvedKey, toni
 }
 
 pub const UNAUTHENTICATED_MESSAGE: &str = "missing or unknown API key";
+
+/// The delay a caller is asked to wait when the key could not be looked up.
+const RETRY_AFTER_UNAVAILABLE: Duration = Duration::from_secs(1);
 
 /// Called once per refused request (for a counter of the role).
 pub type OnRefusal = Arc<dyn Fn() + Send + Sync>;
@@ -107,7 +113,12 @@ where
                 }
                 Err(error) => {
                     tracing::warn!(%error, "API key lookup failed");
-                    tonic::Status::unavailable("the database is unavailable, retry later")
+                    // RetryInfo, as on every retryable refusal: OTLP exporters honour it.
+                    tonic::Status::with_error_details(
+                        tonic::Code::Unavailable,
+                        "the database is unavailable, retry later",
+                        ErrorDetails::with_retry_info(Some(RETRY_AFTER_UNAVAILABLE)),
+                    )
                 }
             };
             // Dropped unread: the body is never polled, inflated or decoded.
