@@ -127,3 +127,95 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tower::{Service, ServiceExt};
+    use userlens_storage::{DatabaseSettings, keys};
+
+    use super::*;
+
+    /// A message the wrapped service would decode; the test only checks it is never reached.
+    struct Message;
+
+    async fn resolver() -> (Arc<KeyResolver>, String, i64) {
+        let dir = std::env::temp_dir().join(format!(
+            "userlens-server-auth-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let url = format!("sqlite://{}", dir.join("keys.db").display());
+        let db = userlens_storage::connect(&DatabaseSettings::new(url))
+            .await
+            .expect("connect");
+        userlens_storage::migrate(&db).await.expect("migrate");
+        let (project_id, key) = keys::create_key(&db, "default").await.expect("key");
+        (Arc::new(KeyResolver::new(db)), key, project_id)
+    }
+
+    fn call_with(authorization: Option<&str>) -> http::Request<Message> {
+        let mut request = http::Request::new(Message);
+        if let Some(value) = authorization {
+            request.headers_mut().insert(
+                http::header::AUTHORIZATION,
+                value.parse().expect("header value"),
+            );
+        }
+        request
+    }
+
+    #[tokio::test]
+    async fn only_calls_with_a_known_key_reach_the_service_with_their_project() {
+        let (keys, key, project_id) = resolver().await;
+        let reached = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let inner = {
+            let reached = Arc::clone(&reached);
+            tower::service_fn(move |request: http::Request<Message>| {
+                reached.fetch_add(1, Ordering::SeqCst);
+                let project = request
+                    .extensions()
+                    .get::<Authenticated>()
+                    .map(|a| a.0.project_id);
+                async move {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(project.unwrap_or(-1)))
+                }
+            })
+        };
+        let counted = Arc::clone(&refused);
+        let mut service = Authenticate::new(inner, keys).on_refusal(Arc::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }));
+        for authorization in [None, Some("Bearer ul_unknown"), Some("  ")] {
+            let response = service
+                .ready()
+                .await
+                .expect("ready")
+                .call(call_with(authorization))
+                .await
+                .expect("an answer");
+            assert_eq!(
+                response.headers().get("grpc-status").map(|v| v.as_bytes()),
+                Some(&b"16"[..]),
+                "{authorization:?}"
+            );
+        }
+        assert_eq!(reached.load(Ordering::SeqCst), 0);
+        assert_eq!(refused.load(Ordering::SeqCst), 3);
+
+        let bearer = format!("Bearer {key}");
+        let response = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(call_with(Some(&bearer)))
+            .await
+            .expect("an answer");
+        assert_eq!(*response.body(), project_id);
+        assert!(response.headers().get("grpc-status").is_none());
+        assert_eq!(reached.load(Ordering::SeqCst), 1);
+    }
+}
