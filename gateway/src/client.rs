@@ -23,6 +23,75 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const QUERY_SERVICE_NAME: &str = "userlens.query.v1.UsersQueryService";
 
+/// How long users-query's answer that a key is known decides that a request's body is read.
+/// The data calls are authenticated by users-query again, so this does not extend the life
+/// of a deleted key; it only saves a call per request.
+const KNOWN_KEY_TTL: Duration = Duration::from_secs(30);
+/// How long a key users-query refused is refused from the headers alone: a flood of
+/// requests with a bad key costs one users-query call per key per 5 s.
+const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(5);
+const KNOWN_KEYS_CAPACITY: u64 = 10_000;
+const UNKNOWN_KEYS_CAPACITY: u64 = 50_000;
+
+/// What the gateway learnt about a key before reading a request's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyCheck {
+    Known,
+    Unknown,
+    /// users-query did not answer: the request goes on, and its data calls report why.
+    NotChecked,
+}
+
+/// users-query's recent answers to `CheckKey`, keyed by the SHA-256 of the `Authorization`
+/// value (no plaintext key is kept). Known and unknown keys are cached apart, so a flood of
+/// distinct bad keys cannot evict good ones.
+#[derive(Clone)]
+pub(crate) struct KeyChecks {
+    known: moka::future::Cache<[u8; 32], ()>,
+    unknown: moka::future::Cache<[u8; 32], ()>,
+}
+
+impl KeyChecks {
+    pub(crate) fn new() -> Self {
+        Self {
+            known: moka::future::Cache::builder()
+                .max_capacity(KNOWN_KEYS_CAPACITY)
+                .time_to_live(KNOWN_KEY_TTL)
+                .build(),
+            unknown: moka::future::Cache::builder()
+                .max_capacity(UNKNOWN_KEYS_CAPACITY)
+                .time_to_live(UNKNOWN_KEY_TTL)
+                .build(),
+        }
+    }
+
+    /// Whether `credentials` names a key users-query knows, from the cache or one call.
+    pub(crate) async fn check(&self, client: &QueryClient, credentials: &Credentials) -> KeyCheck {
+        use sha2::Digest;
+        let hash: [u8; 32] = sha2::Sha256::digest(credentials.0.as_bytes()).into();
+        if self.known.contains_key(&hash) {
+            return KeyCheck::Known;
+        }
+        if self.unknown.contains_key(&hash) {
+            return KeyCheck::Unknown;
+        }
+        match client.check_key(credentials).await {
+            Ok(()) => {
+                self.known.insert(hash, ()).await;
+                KeyCheck::Known
+            }
+            Err(GatewayError::Unauthenticated) => {
+                self.unknown.insert(hash, ()).await;
+                KeyCheck::Unknown
+            }
+            Err(error) => {
+                tracing::debug!(%error, "key check failed; the request goes on");
+                KeyCheck::NotChecked
+            }
+        }
+    }
+}
+
 /// The caller's `Authorization` header value, forwarded as `authorization` metadata.
 #[derive(Clone)]
 pub(crate) struct Credentials(pub(crate) AsciiMetadataValue);
@@ -162,6 +231,18 @@ impl QueryClient {
             |mut c, r| async move { c.list_sessions(r).await },
         )
         .await
+    }
+
+    /// OK when users-query knows the caller's key; `Unauthenticated` when it does not.
+    pub(crate) async fn check_key(&self, credentials: &Credentials) -> Result<(), GatewayError> {
+        self.call(
+            Rpc::CheckKey,
+            credentials,
+            pb::CheckKeyRequest {},
+            |mut c, r| async move { c.check_key(r).await },
+        )
+        .await
+        .map(|_| ())
     }
 
     pub(crate) async fn breakdowns(

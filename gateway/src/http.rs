@@ -19,7 +19,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::client::{Credentials, QueryClient};
+use crate::client::{Credentials, KeyCheck, KeyChecks, QueryClient};
 use crate::error::{ErrorCode, GatewayError};
 use crate::metrics::Metrics;
 use crate::schema::{self, GatewaySchema};
@@ -34,6 +34,7 @@ struct AppState {
     data_schema: GatewaySchema,
     introspection_schema: GatewaySchema,
     client: QueryClient,
+    key_checks: KeyChecks,
     metrics: Arc<Metrics>,
     graphiql: Arc<str>,
 }
@@ -47,6 +48,7 @@ pub(crate) fn router(
         data_schema: schema::data_schema(client.clone()),
         introspection_schema: schema::introspection_schema(),
         client,
+        key_checks: KeyChecks::new(),
         metrics,
         graphiql: GraphiQLSource::build()
             .endpoint("/graphql")
@@ -141,7 +143,9 @@ fn wants_graphql_json(headers: &HeaderMap) -> bool {
 }
 
 /// The caller's key. Extracted before the body, so a request without one is refused
-/// (HTTP 401, `UNAUTHENTICATED`) before anything is parsed or any call is made.
+/// (HTTP 401, `UNAUTHENTICATED`) before anything is parsed or any call is made, and one with
+/// a key users-query does not know (asked once through `CheckKey`, the answer cached) is
+/// refused the same way before its body is read.
 struct Authorized(Credentials);
 
 impl FromRequestParts<AppState> for Authorized {
@@ -152,13 +156,20 @@ impl FromRequestParts<AppState> for Authorized {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         state.metrics.record_request();
-        credentials(&parts.headers).map(Authorized).ok_or_else(|| {
+        let refuse = || {
             render(
                 wants_graphql_json(&parts.headers),
                 StatusCode::UNAUTHORIZED,
                 &failure(state, GatewayError::Unauthenticated),
             )
-        })
+        };
+        let Some(credentials) = credentials(&parts.headers) else {
+            return Err(refuse());
+        };
+        match state.key_checks.check(&state.client, &credentials).await {
+            KeyCheck::Known | KeyCheck::NotChecked => Ok(Authorized(credentials)),
+            KeyCheck::Unknown => Err(refuse()),
+        }
     }
 }
 

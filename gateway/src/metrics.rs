@@ -15,16 +15,18 @@ pub(crate) enum Rpc {
     ListSessions,
     GetBreakdowns,
     HealthCheck,
+    CheckKey,
 }
 
 impl Rpc {
-    const ALL: [Rpc; 6] = [
+    const ALL: [Rpc; 7] = [
         Rpc::GetUsersOverview,
         Rpc::ListUsers,
         Rpc::GetUserDetail,
         Rpc::ListSessions,
         Rpc::GetBreakdowns,
         Rpc::HealthCheck,
+        Rpc::CheckKey,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -35,6 +37,7 @@ impl Rpc {
             Rpc::ListSessions => "ListSessions",
             Rpc::GetBreakdowns => "GetBreakdowns",
             Rpc::HealthCheck => "grpc.health.v1.Health/Check",
+            Rpc::CheckKey => "CheckKey",
         }
     }
 

@@ -1,6 +1,7 @@
 //! Integration tests of userlens: real servers on ephemeral ports, real databases.
 
 mod aliases;
+mod auth_first;
 mod compose;
 mod derivation;
 mod faults;
@@ -13,5 +14,5 @@ mod ingest_overload;
 mod isolation;
 mod query_figures;
 mod query_service;
-mod span_limits;
 mod server_limits;
+mod span_limits;

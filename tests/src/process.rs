@@ -140,6 +140,11 @@ impl UserlensProcess {
         lines_of(&self.stdout)
     }
 
+    /// The process id, to read the process's `/proc` entries.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn addr(&self, listener: &str) -> SocketAddr {
         *self
             .addrs

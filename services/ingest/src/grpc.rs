@@ -15,7 +15,8 @@ use userlens_proto::ingest::v1::ingest_service_server::IngestService;
 use userlens_proto::ingest::v1::{
     AnnotateTraceRequest, AnnotateTraceResponse, BatchAck, BatchOutcome, SpanBatch,
 };
-use userlens_storage::Annotation;
+use userlens_server::auth::{UNAUTHENTICATED_MESSAGE, authenticated};
+use userlens_storage::{Annotation, ResolvedKey};
 
 use crate::error::IngestError;
 use crate::grpc_status::client_error_code;
@@ -41,16 +42,16 @@ async fn shutdown_started(shutting_down: &mut watch::Receiver<bool>) {
     }
 }
 
-impl GrpcIngest {
-    async fn project_of<T>(&self, request: &Request<T>) -> Result<i64, Status> {
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        self.ingestor
-            .authenticate(authorization)
-            .await
-            .map_err(|e| e.to_status())
+/// Whether the stream's key still resolves to its project, through the key cache (so a
+/// deleted key is noticed once its cache entry expires). A failed lookup keeps the stream
+/// going: the write of the batch meets the same database and reports it.
+async fn key_still_valid(ingestor: &Ingestor, key: &ResolvedKey) -> bool {
+    match ingestor.keys.project_for_hash(&key.key_hash).await {
+        Ok(project_id) => project_id == Some(key.project_id),
+        Err(error) => {
+            tracing::warn!(%error, "re-checking a stream's API key failed");
+            true
+        }
     }
 }
 
@@ -60,7 +61,7 @@ impl TraceService for GrpcIngest {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let project_id = self.project_of(&request).await?;
+        let project_id = authenticated(&request)?.project_id;
         let outcome = self
             .ingestor
             .export(project_id, request.into_inner().resource_spans)
@@ -85,7 +86,8 @@ impl IngestService for GrpcIngest {
         &self,
         request: Request<Streaming<SpanBatch>>,
     ) -> Result<Response<Self::StreamSpansStream>, Status> {
-        let project_id = self.project_of(&request).await?;
+        let key = authenticated(&request)?;
+        let project_id = key.project_id;
         let mut inbound = request.into_inner();
         let (acks, ack_stream) = mpsc::channel(MAX_BATCHES_IN_FLIGHT_PER_STREAM);
         let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT_PER_STREAM));
@@ -131,6 +133,21 @@ impl IngestService for GrpcIngest {
                         break;
                     }
                 };
+                // A key deleted while the stream is open stops it within the key cache's
+                // TTL: the batches being written are acknowledged first.
+                if !key_still_valid(&ingestor, &key).await {
+                    ingestor.metrics.record_unauthenticated();
+                    let all = u32::try_from(MAX_BATCHES_IN_FLIGHT_PER_STREAM).unwrap_or(u32::MAX);
+                    let _ = in_flight.acquire_many(all).await;
+                    let _ = acks
+                        .send(Err(Status::unauthenticated(format!(
+                            "{UNAUTHENTICATED_MESSAGE}: the key was revoked, batch {} and \
+                             later ones were not stored",
+                            batch.sequence
+                        ))))
+                        .await;
+                    break;
+                }
                 let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
                     break;
                 };
@@ -150,7 +167,7 @@ impl IngestService for GrpcIngest {
         &self,
         request: Request<AnnotateTraceRequest>,
     ) -> Result<Response<AnnotateTraceResponse>, Status> {
-        let project_id = self.project_of(&request).await?;
+        let project_id = authenticated(&request)?.project_id;
         let request = request.into_inner();
         let annotations = request
             .issues

@@ -72,9 +72,13 @@ async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body:
                 state.ingestor.metrics.record_malformed();
             }
             let mut response = error_response(&error, encoding);
-            if matches!(error, IngestError::TooLarge { .. }) {
-                // The rest of the body is never read: the connection cannot carry another
-                // request, and a client must not reuse it.
+            if matches!(
+                error,
+                IngestError::TooLarge { .. } | IngestError::Unauthenticated
+            ) {
+                // The rest of the body is never read (a request without a known key is
+                // refused from its headers): the connection cannot carry another request,
+                // and a client must not reuse it.
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -444,13 +448,18 @@ async fn healthz(State(state): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
+    let mut text = state
+        .ingestor
+        .metrics
+        .render(state.ingestor.writer.queued_spans());
+    let lookups = state.ingestor.keys.database_lookups();
+    text.push_str(&format!(
+        "# HELP userlens_ingest_key_lookups_total API key lookups sent to the database (cache misses).\n# TYPE userlens_ingest_key_lookups_total counter\nuserlens_ingest_key_lookups_total {lookups}\n"
+    ));
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state
-            .ingestor
-            .metrics
-            .render(state.ingestor.writer.queued_spans()),
+        text,
     )
         .into_response()
 }

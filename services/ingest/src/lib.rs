@@ -21,7 +21,8 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
 use userlens_proto::ingest::v1::ingest_service_server::IngestServiceServer;
-use userlens_storage::{DatabaseConnection, KeyResolver};
+use userlens_server::auth::{Authenticate, OnRefusal};
+use userlens_storage::{DatabaseConnection, KeyCacheSettings, KeyResolver};
 
 pub use error::IngestError;
 pub use writer::WriterSettings;
@@ -42,6 +43,8 @@ pub struct IngestSettings {
     pub writer: WriterSettings,
     /// Timeouts, connection cap and shutdown grace of the OTLP/HTTP listener.
     pub http: userlens_server::HttpServerSettings,
+    /// How long known and unknown API keys are trusted without asking the database.
+    pub key_cache: KeyCacheSettings,
 }
 
 impl Default for IngestSettings {
@@ -50,6 +53,7 @@ impl Default for IngestSettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             writer: WriterSettings::default(),
             http: userlens_server::HttpServerSettings::default(),
+            key_cache: KeyCacheSettings::default(),
         }
     }
 }
@@ -70,7 +74,7 @@ pub async fn serve(
         BatchWriter::spawn(db.clone(), settings.writer.clone(), Arc::clone(&metrics));
     let ingestor = Arc::new(Ingestor {
         db: db.clone(),
-        keys: KeyResolver::new(db),
+        keys: Arc::new(KeyResolver::with_settings(db, settings.key_cache)),
         writer,
         metrics,
     });
@@ -105,24 +109,43 @@ pub async fn serve(
         .with_service_name("grpc.health.v1.Health")
         .build_v1()?;
     let max_body_bytes = settings.max_body_bytes;
+    // Every ingest call is authenticated from its headers before its message is read;
+    // health and reflection stay open.
+    let refused: OnRefusal = {
+        let metrics = Arc::clone(&ingestor.metrics);
+        Arc::new(move || metrics.record_unauthenticated())
+    };
+    let keys = Arc::clone(&ingestor.keys);
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(RefuseWhenQueueFull::new(
-            ClientErrorCodes::new(
-                TraceServiceServer::new(grpc_service.clone())
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .send_compressed(CompressionEncoding::Gzip)
-                    .max_decoding_message_size(max_body_bytes),
-            ),
-            Arc::clone(&ingestor),
-        ))
-        .add_service(ClientErrorCodes::new(
-            IngestServiceServer::new(grpc_service)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_body_bytes),
-        ))
+        .add_service(
+            Authenticate::new(
+                RefuseWhenQueueFull::new(
+                    ClientErrorCodes::new(
+                        TraceServiceServer::new(grpc_service.clone())
+                            .accept_compressed(CompressionEncoding::Gzip)
+                            .send_compressed(CompressionEncoding::Gzip)
+                            .max_decoding_message_size(max_body_bytes),
+                    ),
+                    Arc::clone(&ingestor),
+                ),
+                Arc::clone(&keys),
+            )
+            .on_refusal(Arc::clone(&refused)),
+        )
+        .add_service(
+            Authenticate::new(
+                ClientErrorCodes::new(
+                    IngestServiceServer::new(grpc_service)
+                        .accept_compressed(CompressionEncoding::Gzip)
+                        .send_compressed(CompressionEncoding::Gzip)
+                        .max_decoding_message_size(max_body_bytes),
+                ),
+                keys,
+            )
+            .on_refusal(refused),
+        )
         // Small responses must not wait on Nagle's algorithm (40 ms with delayed ACKs).
         .serve_with_incoming_shutdown(
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),

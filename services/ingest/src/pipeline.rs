@@ -22,7 +22,8 @@ pub struct ExportOutcome {
 
 pub struct Ingestor {
     pub db: DatabaseConnection,
-    pub keys: KeyResolver,
+    /// Shared with the gRPC authentication layer, so both use one cache.
+    pub keys: Arc<KeyResolver>,
     pub writer: BatchWriter,
     pub metrics: Arc<IngestMetrics>,
 }

@@ -1,6 +1,7 @@
 //! What every userlens server role shares: the error of serving, and (in its modules) how
 //! listeners, limits and authentication are set up, so each role wires the same pieces.
 
+pub mod auth;
 pub mod grpc;
 pub mod http;
 

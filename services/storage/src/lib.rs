@@ -15,7 +15,7 @@ pub mod read;
 pub mod span;
 pub mod write;
 
-pub use auth::KeyResolver;
+pub use auth::{KeyCacheSettings, KeyResolver, ResolvedKey};
 pub use db::{DatabaseSettings, connect, group_or_other_permissions, migrate, private_dir_builder};
 pub use error::StorageError;
 pub use sea_orm::{DatabaseConnection, DbBackend};

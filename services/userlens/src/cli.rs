@@ -72,6 +72,19 @@ pub struct KeyArgs {
     /// If set, startup ensures a project `default` owning this API key.
     #[arg(long, env = "USERLENS_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Milliseconds an API key found in the database is trusted before it is looked up again:
+    /// a deleted key stops working (open streams included) within this. Unknown keys are
+    /// remembered for this or 5 s, whichever is shorter.
+    #[arg(long, env = "USERLENS_KEY_CACHE_TTL_MS", default_value_t = 30_000)]
+    pub key_cache_ttl_ms: u64,
+}
+
+impl KeyArgs {
+    pub fn key_cache(&self) -> userlens_storage::KeyCacheSettings {
+        userlens_storage::KeyCacheSettings::with_known_ttl(std::time::Duration::from_millis(
+            self.key_cache_ttl_ms.max(1),
+        ))
+    }
 }
 
 #[derive(Args, Clone)]

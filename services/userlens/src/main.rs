@@ -95,7 +95,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             announce("ingest", &[("otlp-grpc", &grpc), ("otlp-http", &http)]);
             userlens_ingest::serve(
                 db,
-                ingest_settings(&args.listen, &args.limits),
+                ingest_settings(&args.listen, &args.limits, &args.key),
                 grpc,
                 http,
                 shutdown_signal(),
@@ -122,7 +122,7 @@ async fn run(command: Command) -> Result<(), CliError> {
                 cache,
                 grpc,
                 http,
-                &query_server_settings(&args.limits),
+                &query_server_settings(&args.limits, &args.key),
                 shutdown_signal(),
             )
             .await?;
@@ -185,12 +185,12 @@ async fn all_in_one(args: AllInOneArgs) -> Result<(), CliError> {
     let shutdown = shutdown_signal().shared();
     let ingest = userlens_ingest::serve(
         db.clone(),
-        ingest_settings(&args.ingest, &args.limits),
+        ingest_settings(&args.ingest, &args.limits, &args.key),
         ingest_grpc,
         ingest_http,
         shutdown.clone(),
     );
-    let query_settings = query_server_settings(&args.limits);
+    let query_settings = query_server_settings(&args.limits, &args.key);
     let users_query = userlens_users_query::serve_with_settings(
         db,
         cache,
@@ -282,19 +282,25 @@ fn http_server_settings(limits: &ServerLimitArgs) -> userlens_server::HttpServer
     }
 }
 
-fn query_server_settings(limits: &ServerLimitArgs) -> userlens_users_query::QueryServerSettings {
+fn query_server_settings(
+    limits: &ServerLimitArgs,
+    key: &KeyArgs,
+) -> userlens_users_query::QueryServerSettings {
     userlens_users_query::QueryServerSettings {
         http: http_server_settings(limits),
         grpc_shutdown_grace: Duration::from_millis(limits.shutdown_grace_ms),
+        key_cache: key.key_cache(),
     }
 }
 
 fn ingest_settings(
     args: &IngestListenArgs,
     limits: &ServerLimitArgs,
+    key: &KeyArgs,
 ) -> userlens_ingest::IngestSettings {
     userlens_ingest::IngestSettings {
         http: http_server_settings(limits),
+        key_cache: key.key_cache(),
         max_body_bytes: args.max_body_bytes,
         writer: userlens_ingest::WriterSettings {
             max_queued_spans: args.max_queued_spans,

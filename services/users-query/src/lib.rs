@@ -21,7 +21,8 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
 use userlens_proto::query::v1::users_query_service_server::UsersQueryServiceServer;
 use userlens_server::HttpServerSettings;
-use userlens_storage::DatabaseConnection;
+use userlens_server::auth::Authenticate;
+use userlens_storage::{DatabaseConnection, KeyCacheSettings, KeyResolver};
 
 pub use cache::ResultCache;
 pub use metrics::QueryMetrics;
@@ -36,6 +37,8 @@ pub struct QueryServerSettings {
     pub http: HttpServerSettings,
     /// After shutdown starts, how long gRPC calls in flight may still run.
     pub grpc_shutdown_grace: Duration,
+    /// How long known and unknown API keys are trusted without asking the database.
+    pub key_cache: KeyCacheSettings,
 }
 
 impl Default for QueryServerSettings {
@@ -43,6 +46,7 @@ impl Default for QueryServerSettings {
         Self {
             http: HttpServerSettings::default(),
             grpc_shutdown_grace: userlens_server::grpc::DEFAULT_GRPC_SHUTDOWN_GRACE,
+            key_cache: KeyCacheSettings::default(),
         }
     }
 }
@@ -79,6 +83,7 @@ pub async fn serve_with_settings(
     let metrics = Arc::new(QueryMetrics::default());
     tracing::info!(cache = cache.kind(), "users-query result cache");
     let service = Arc::new(QueryService::new(db.clone(), cache, Arc::clone(&metrics)));
+    let keys = Arc::new(KeyResolver::with_settings(db.clone(), settings.key_cache));
     let shutdown = shutdown.boxed().shared();
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -94,11 +99,13 @@ pub async fn serve_with_settings(
     let grpc = userlens_server::grpc_server_builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
+        // Every query call is authenticated from its headers before its message is read.
+        .add_service(Authenticate::new(
             UsersQueryServiceServer::from_arc(service)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip),
-        )
+            Arc::clone(&keys),
+        ))
         // Small responses must not wait on Nagle's algorithm (40 ms with delayed ACKs).
         .serve_with_incoming_shutdown(
             TcpIncoming::from(grpc_listener)
@@ -116,7 +123,14 @@ pub async fn serve_with_settings(
                     "/metrics",
                     get(move || {
                         let metrics = Arc::clone(&metrics);
-                        async move { metrics.render() }
+                        let keys = Arc::clone(&keys);
+                        async move {
+                            let lookups = keys.database_lookups();
+                            format!(
+                                "{}# HELP userlens_query_key_lookups_total API key lookups sent to the database (cache misses).\n# TYPE userlens_query_key_lookups_total counter\nuserlens_query_key_lookups_total {lookups}\n",
+                                metrics.render()
+                            )
+                        }
                     }),
                 )
                 .route(

@@ -1,15 +1,17 @@
-//! The `UsersQueryService` gRPC implementation: authenticate, check arguments, then answer
-//! from the result cache or from the project's snapshot at the current data generation.
+//! The `UsersQueryService` gRPC implementation: check arguments, then answer from the result
+//! cache or from the project's snapshot at the current data generation. Calls are
+//! authenticated before their message is read, by `userlens_server::auth::Authenticate`
+//! (see `serve`), which puts the caller's project in the request's extensions.
 
 use std::sync::Arc;
 
 use prost::Message;
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use userlens_proto::query::v1 as pb;
 use userlens_proto::query::v1::users_query_service_server::UsersQueryService;
 use userlens_query_engine::Snapshot;
-use userlens_storage::{DatabaseConnection, KeyResolver};
+use userlens_server::auth::authenticated;
+use userlens_storage::DatabaseConnection;
 
 use crate::cache::{CacheKey, ResultCache};
 use crate::convert;
@@ -18,7 +20,6 @@ use crate::metrics::QueryMetrics;
 use crate::snapshots::SnapshotStore;
 
 pub struct QueryService {
-    keys: KeyResolver,
     snapshots: SnapshotStore,
     cache: ResultCache,
     metrics: Arc<QueryMetrics>,
@@ -27,19 +28,10 @@ pub struct QueryService {
 impl QueryService {
     pub fn new(db: DatabaseConnection, cache: ResultCache, metrics: Arc<QueryMetrics>) -> Self {
         Self {
-            keys: KeyResolver::new(db.clone()),
             snapshots: SnapshotStore::new(db),
             cache,
             metrics,
         }
-    }
-
-    async fn project(&self, metadata: &MetadataMap) -> Result<i64, QueryServiceError> {
-        let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
-        self.keys
-            .project_for(authorization)
-            .await?
-            .ok_or(QueryServiceError::Unauthenticated)
     }
 
     /// Cache-aside around `compute`, which runs on a blocking thread against the project's
@@ -56,7 +48,9 @@ impl QueryService {
         Req: Message,
         Resp: Message + Default + Send + 'static,
     {
-        let project_id = self.project(request.metadata()).await?;
+        let project_id = authenticated(request)
+            .map_err(|_| QueryServiceError::Unauthenticated)?
+            .project_id;
         self.metrics.record_query();
         let current = self.snapshots.current(project_id).await?;
         let generation = current.generation;
@@ -96,6 +90,15 @@ fn now_ns() -> i64 {
 
 #[tonic::async_trait]
 impl UsersQueryService for QueryService {
+    async fn check_key(
+        &self,
+        request: Request<pb::CheckKeyRequest>,
+    ) -> Result<Response<pb::CheckKeyResponse>, Status> {
+        // Reaching here means the key is known: `Authenticate` refused the call otherwise.
+        authenticated(&request)?;
+        Ok(Response::new(pb::CheckKeyResponse {}))
+    }
+
     async fn get_users_overview(
         &self,
         request: Request<pb::GetUsersOverviewRequest>,
