@@ -140,6 +140,11 @@ impl UserlensProcess {
             .unwrap_or_else(|| panic!("no listener {listener}"))
     }
 
+    /// The process id, while the process runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub async fn stop(mut self) {
         self.terminate().await;

@@ -2,11 +2,12 @@
 //! OTLP/HTTP with `/healthz` and `/metrics` on another. Spans are validated and mapped
 //! (SPEC §3), then committed by the group-commit writer before any success is returned.
 
-mod admission;
+pub mod admission;
 pub mod error;
 pub mod grpc;
 mod grpc_status;
 pub mod http;
+mod json_size;
 pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
@@ -15,13 +16,14 @@ pub mod writer;
 use axum::serve::ListenerExt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
-use userlens_proto::ingest::v1::ingest_service_server::IngestServiceServer;
+use userlens_proto::bounded::ingest::ingest_service_server::IngestServiceServer;
+use userlens_proto::bounded::trace::trace_service_server::TraceServiceServer;
 use userlens_storage::{DatabaseConnection, KeyResolver};
 
 pub use error::IngestError;
@@ -36,6 +38,20 @@ use crate::writer::BatchWriter;
 
 /// Default limit of a request body, compressed and decompressed alike.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// HTTP/2 ping interval on idle gRPC connections, and how long a ping may go unanswered
+/// before the connection is closed.
+pub const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalive of the gRPC listener's sockets: a vanished peer is detected by the kernel.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Streams one gRPC connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+pub const GRPC_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// How long the gRPC server waits after a shutdown signal for its connections to close.
+/// Open `StreamSpans` calls end at once (after acknowledging what they are writing, at
+/// most `grpc::ACK_SEND_TIMEOUT` per ack), so this bounds only clients that neither read
+/// nor close.
+pub const GRPC_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
@@ -71,6 +87,7 @@ pub async fn serve(
         keys: KeyResolver::new(db),
         writer,
         metrics,
+        decode_slots: Arc::new(tokio::sync::Semaphore::new(pipeline::DECODE_SLOTS)),
     });
     let shutdown = shutdown.boxed().shared();
     // Open `StreamSpans` calls end on their own once shutdown starts (see `GrpcIngest`);
@@ -104,6 +121,11 @@ pub async fn serve(
         .build_v1()?;
     let max_body_bytes = settings.max_body_bytes;
     let grpc = tonic::transport::Server::builder()
+        // A peer that stops answering HTTP/2 pings (or TCP keepalive probes, set on the
+        // listener below) is dropped rather than holding its streams open forever.
+        .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(GRPC_MAX_CONCURRENT_STREAMS))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(RefuseWhenQueueFull::new(
@@ -123,9 +145,32 @@ pub async fn serve(
         ))
         // Small responses must not wait on Nagle's algorithm (40 ms with delayed ACKs).
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            TcpIncoming::from(grpc_listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(TCP_KEEPALIVE)),
             grpc_shutdown,
         );
+    // The gRPC server waits for every connection to close, which a client that neither
+    // reads nor closes would never do: past the grace the remaining ones are left behind.
+    let grpc = {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::pin!(grpc);
+            tokio::select! {
+                result = &mut grpc => result,
+                () = async {
+                    shutdown.await;
+                    tokio::time::sleep(GRPC_SHUTDOWN_GRACE).await;
+                } => {
+                    tracing::warn!(
+                        grace_seconds = GRPC_SHUTDOWN_GRACE.as_secs(),
+                        "gRPC connections still open after the shutdown grace are dropped"
+                    );
+                    Ok(())
+                }
+            }
+        }
+    };
 
     let http = axum::serve(
         http_listener.tap_io(|tcp| {
@@ -137,11 +182,9 @@ pub async fn serve(
 
     let (grpc_result, http_result) = tokio::join!(grpc, http);
     drop(ingestor);
-    // Every handle of the writer is gone once the servers have stopped: the task finishes
-    // the queued batches and ends.
-    if let Err(error) = writer_task.await {
-        tracing::error!(%error, "writer task failed");
-    }
+    // The queued batches are written before returning; a connection left behind by the
+    // grace above may still hold a handle of the writer, so it is told to finish.
+    writer_task.finish().await;
     grpc_result?;
     http_result?;
     Ok(())

@@ -237,7 +237,7 @@ fn ingest_settings(args: &IngestListenArgs) -> userlens_ingest::IngestSettings {
     userlens_ingest::IngestSettings {
         max_body_bytes: args.max_body_bytes,
         writer: userlens_ingest::WriterSettings {
-            max_queued_spans: args.max_queued_spans,
+            max_queued_bytes: args.max_queued_bytes,
             writers: args.ingest_writers,
             ..Default::default()
         },
