@@ -76,10 +76,11 @@ pub enum WriteError {
     Failed,
 }
 
-/// Bytes the write queue holds by default: 64 MiB, about 60,000 typical spans (≈ 1 KiB
-/// each as records) or two seconds of writing on a 2-core machine; with the decoded
-/// requests in flight it keeps ingest under 300 MB of RSS (see docs/reliability.md).
-pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes the write queue holds by default: 48 MiB, about 60,000 datagen spans (≈ 800 bytes
+/// each as records), a second or two of writing on a 2-core machine. With the request being
+/// decoded and the writers' own buffers it keeps ingest under 300 MB of RSS (see
+/// docs/reliability.md, "Hardening: ingest memory").
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 48 * 1024 * 1024;
 
 /// What one span takes in memory as a record waiting for the writer: the struct, its
 /// strings and JSON, and its facts. Capacity slack is not counted.
