@@ -310,11 +310,21 @@ async fn run_writer(
             }
         }
         in_flight.retain(|earlier| !earlier.task.is_finished());
+        // A group past the commit size (one large request) is written alone: each write
+        // holds its own copy of its rows, and several such copies at once would exceed the
+        // memory the queue bound promises.
+        let exclusive = if spans_in_group > settings.max_spans_per_commit && writers > 1 {
+            let others = u32::try_from(writers - 1).unwrap_or(u32::MAX);
+            Arc::clone(&slots).acquire_many_owned(others).await.ok()
+        } else {
+            None
+        };
         let db = db.clone();
         let metrics = Arc::clone(&metrics);
         let task = tokio::spawn(async move {
             commit_group(&db, group, &metrics).await;
             drop(slot);
+            drop(exclusive);
         });
         in_flight.push(InFlight { touched, task });
     }
