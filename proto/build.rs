@@ -28,6 +28,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .extern_path(".opentelemetry.proto", "::opentelemetry_proto::tonic")
-        .compile_fds(file_descriptors)?;
+        .compile_fds(file_descriptors.clone())?;
+    // The ingest servers again, with the codec that refuses a request whose decoded form
+    // would be too large before decoding it (`bounded_codec`). Messages are the ones above.
+    let bounded = out_dir.join("bounded");
+    std::fs::create_dir_all(&bounded)?;
+    let mut ingest_only = file_descriptors;
+    ingest_only
+        .file
+        .retain(|file| !file.package().starts_with("userlens.query"));
+    tonic_prost_build::configure()
+        .out_dir(&bounded)
+        .build_client(false)
+        .codec_path("crate::bounded_codec::BoundedCodec")
+        .extern_path(".opentelemetry.proto", "::opentelemetry_proto::tonic")
+        .extern_path(".userlens.ingest.v1", "crate::ingest::v1")
+        .compile_fds(ingest_only)?;
     Ok(())
 }

@@ -6,6 +6,23 @@ pub mod ingest {
     }
 }
 
+pub mod bounded_codec;
+pub mod decoded_size;
+
+/// The ingest servers with [`bounded_codec::BoundedCodec`]: requests whose decoded form would
+/// exceed [`bounded_codec::MAX_DECODED_REQUEST_BYTES`] are refused before decoding.
+pub mod bounded {
+    pub mod ingest {
+        include!(concat!(env!("OUT_DIR"), "/bounded/userlens.ingest.v1.rs"));
+    }
+    pub mod trace {
+        include!(concat!(
+            env!("OUT_DIR"),
+            "/bounded/opentelemetry.proto.collector.trace.v1.rs"
+        ));
+    }
+}
+
 pub mod query {
     pub mod v1 {
         tonic::include_proto!("userlens.query.v1");

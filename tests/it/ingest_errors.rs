@@ -25,7 +25,13 @@ use userlens_tests::{TestDatabase, for_each_backend};
 const KEY: &str = "ul_errors_test_key_0123456789";
 const BODY_LIMIT: usize = 65_536;
 
-async fn start(database: &TestDatabase, max_queued_spans: usize) -> UserlensProcess {
+/// The estimated queue bytes of `request`'s spans, as the writer counts them.
+fn queued_bytes(request: &ExportTraceServiceRequest) -> usize {
+    let converted = userlens_ingest::mapping::convert_resource_spans(&request.resource_spans);
+    userlens_ingest::writer::queued_request_bytes(&converted.accepted)
+}
+
+async fn start(database: &TestDatabase, max_queued_bytes: usize) -> UserlensProcess {
     UserlensProcess::start(
         &[
             "ingest",
@@ -35,8 +41,8 @@ async fn start(database: &TestDatabase, max_queued_spans: usize) -> UserlensProc
             "127.0.0.1:0",
             "--max-body-bytes",
             &BODY_LIMIT.to_string(),
-            "--max-queued-spans",
-            &max_queued_spans.to_string(),
+            "--max-queued-bytes",
+            &max_queued_bytes.to_string(),
         ],
         &[
             ("USERLENS_DATABASE_URL", &database.url),
@@ -122,7 +128,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn http_bad_input_gets_its_documented_status() {
     for_each_backend!(|database| {
-        let ingest = start(&database, 10_000).await;
+        let ingest = start(&database, userlens_ingest::writer::DEFAULT_MAX_QUEUED_BYTES).await;
         let url = http_url(&ingest);
         let client = reqwest::Client::new();
         let protobuf = |body: Vec<u8>| {
@@ -322,7 +328,7 @@ fn authorized<T>(message: T, key: &str) -> Request<T> {
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_bad_input_gets_its_documented_status() {
     for_each_backend!(|database| {
-        let ingest = start(&database, 10_000).await;
+        let ingest = start(&database, userlens_ingest::writer::DEFAULT_MAX_QUEUED_BYTES).await;
         let addr = ingest.addr("otlp-grpc");
         let mut client = TraceServiceClient::connect(format!("http://{addr}"))
             .await
@@ -426,9 +432,9 @@ async fn grpc_bad_input_gets_its_documented_status() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn overload_is_shed_and_a_failing_database_writes_nothing() {
+async fn overload_is_shed_and_a_broken_database_writes_nothing() {
     for_each_backend!(|database| {
-        let ingest = start(&database, 10).await;
+        let ingest = start(&database, queued_bytes(&good_request(1, 10, "first"))).await;
         let url = http_url(&ingest);
         let metrics_url = format!("http://{}/metrics", ingest.addr("otlp-http"));
         let client = reqwest::Client::new();
@@ -496,21 +502,22 @@ async fn overload_is_shed_and_a_failing_database_writes_nothing() {
             10
         );
 
-        // The database fails mid-batch (the spans insert works, the trace upsert cannot):
-        // 503 / UNAVAILABLE, and none of the batch's spans stay behind.
+        // The database fails mid-batch (the spans insert works, the trace upsert cannot, its
+        // table is gone): retrying cannot help, so 500 / INTERNAL without Retry-After, and
+        // none of the batch's spans stay behind.
         database
             .db
             .execute_unprepared("DROP TABLE traces")
             .await
             .expect("drop traces");
         let failed = post(errored_request(4)).await.expect("send");
-        assert_eq!(failed.status(), 503);
-        assert!(failed.headers().get("retry-after").is_some());
+        assert_eq!(failed.status(), 500);
+        assert!(failed.headers().get("retry-after").is_none());
         let status = grpc
             .export(authorized(good_request(5, 2, "fifth"), KEY))
             .await
-            .expect_err("unavailable");
-        assert_eq!(status.code(), Code::Unavailable);
+            .expect_err("internal");
+        assert_eq!(status.code(), Code::Internal);
         assert_eq!(
             read::span_count(&database.db, project)
                 .await

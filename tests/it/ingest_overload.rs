@@ -23,10 +23,16 @@ enum Answer {
     Refused,
 }
 
-/// `userlens ingest` on `database` with a write queue of `max_queued_spans`, and the id of
+/// The estimated queue bytes of `request`'s spans, as the writer counts them.
+fn queued_bytes(request: &ExportTraceServiceRequest) -> usize {
+    let converted = userlens_ingest::mapping::convert_resource_spans(&request.resource_spans);
+    userlens_ingest::writer::queued_request_bytes(&converted.accepted)
+}
+
+/// `userlens ingest` on `database` with a write queue of `max_queued_bytes`, and the id of
 /// the project its key belongs to.
-async fn start_ingest(database: &TestDatabase, max_queued_spans: u32) -> (UserlensProcess, i64) {
-    let max_queued_spans = max_queued_spans.to_string();
+async fn start_ingest(database: &TestDatabase, max_queued_bytes: usize) -> (UserlensProcess, i64) {
+    let max_queued_bytes = max_queued_bytes.to_string();
     let ingest = UserlensProcess::start(
         &[
             "ingest",
@@ -34,8 +40,8 @@ async fn start_ingest(database: &TestDatabase, max_queued_spans: u32) -> (Userle
             "127.0.0.1:0",
             "--otlp-http-addr",
             "127.0.0.1:0",
-            "--max-queued-spans",
-            &max_queued_spans,
+            "--max-queued-bytes",
+            &max_queued_bytes,
         ],
         &[
             ("USERLENS_DATABASE_URL", &database.url),
@@ -64,7 +70,6 @@ fn authorized<T>(message: T) -> tonic::Request<T> {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_overload_burst_sheds_retryably_and_loses_nothing_acknowledged() {
     for_each_backend!(|database| {
-        let (ingest, project) = start_ingest(&database, 600).await;
         let dataset = Dataset::new(DatasetSpec::new(
             REQUESTS * TRACES_PER_REQUEST,
             30,
@@ -76,6 +81,9 @@ async fn an_overload_burst_sheds_retryably_and_loses_nothing_acknowledged() {
             .map(|i| dataset.request(i * TRACES_PER_REQUEST..(i + 1) * TRACES_PER_REQUEST))
             .collect();
         let total_spans: u64 = requests.iter().map(span_count).sum();
+        // A queue of about 600 spans' bytes, a few requests' worth.
+        let bytes_per_span = queued_bytes(&requests[0]) / span_count(&requests[0]) as usize;
+        let (ingest, project) = start_ingest(&database, 600 * bytes_per_span).await;
 
         // Hold the project's row lock: the writer stalls on its first batch and the queue
         // fills, so the burst below meets a full queue.
@@ -228,13 +236,13 @@ async fn export_undecodable_http(http_url: &str) -> reqwest::Response {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_queue_refuses_new_exports_before_decoding_them() {
     for_each_backend!(|database| {
-        let (ingest, project) = start_ingest(&database, 16).await;
-        let http_url = format!("http://{}/v1/traces", ingest.addr("otlp-http"));
-        let grpc_url = format!("http://{}", ingest.addr("otlp-grpc"));
         let dataset = Dataset::new(DatasetSpec::new(8, 3, 11, 2, 1_790_000_000_000_000_000));
         let request = dataset.request(0..8);
         let spans = span_count(&request);
-        assert!(spans >= 16, "one request fills the queue");
+        // One request fills the queue exactly.
+        let (ingest, project) = start_ingest(&database, queued_bytes(&request)).await;
+        let http_url = format!("http://{}/v1/traces", ingest.addr("otlp-http"));
+        let grpc_url = format!("http://{}", ingest.addr("otlp-grpc"));
 
         // A stalled writer holds the one request, which takes the whole queue.
         let blocker = database.connect_again().await;

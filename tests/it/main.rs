@@ -10,6 +10,7 @@ mod graphql_abuse;
 mod hostile_input;
 mod ingest_e2e;
 mod ingest_errors;
+mod ingest_memory;
 mod ingest_overload;
 mod isolation;
 mod query_figures;

@@ -57,7 +57,7 @@ struct Args {
     /// The userlens binary; defaults to the release build next to this one.
     #[arg(long)]
     userlens: Option<PathBuf>,
-    /// Extra arguments for `userlens ingest` (e.g. --max-queued-spans=20000).
+    /// Extra arguments for `userlens ingest` (e.g. --max-queued-bytes=33554432).
     #[arg(long, allow_hyphen_values = true)]
     ingest_arg: Vec<String>,
     /// Instead of the service, write the same span rows straight into the raw spans table:

@@ -2,16 +2,17 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use userlens_proto::ingest::v1::ingest_service_server::IngestService;
+use userlens_proto::bounded::ingest::ingest_service_server::IngestService;
+use userlens_proto::bounded::trace::trace_service_server::TraceService;
 use userlens_proto::ingest::v1::{
     AnnotateTraceRequest, AnnotateTraceResponse, BatchAck, BatchOutcome, SpanBatch,
 };
@@ -20,11 +21,15 @@ use userlens_storage::{Annotation, ResolvedKey};
 
 use crate::error::IngestError;
 use crate::grpc_status::client_error_code;
-use crate::pipeline::Ingestor;
+use crate::pipeline::{DecodeSlot, Ingestor};
 
 /// Batches of one `StreamSpans` call being written at once; past it the server stops
 /// reading the stream (HTTP/2 flow control pushes back on the client).
 const MAX_BATCHES_IN_FLIGHT_PER_STREAM: usize = 64;
+
+/// How long an ack may wait for room in a `StreamSpans` response (the client reading its
+/// acks) before the stream is abandoned. The batch it acknowledges is stored either way.
+pub const ACK_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct GrpcIngest {
@@ -62,9 +67,10 @@ impl TraceService for GrpcIngest {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let project_id = authenticated(&request)?.project_id;
+        let slot = request.extensions().get::<DecodeSlot>().cloned();
         let outcome = self
             .ingestor
-            .export(project_id, request.into_inner().resource_spans)
+            .export(project_id, request.into_inner().resource_spans, slot)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(ExportTraceServiceResponse {
@@ -87,79 +93,15 @@ impl IngestService for GrpcIngest {
         request: Request<Streaming<SpanBatch>>,
     ) -> Result<Response<Self::StreamSpansStream>, Status> {
         let key = authenticated(&request)?;
-        let project_id = key.project_id;
-        let mut inbound = request.into_inner();
+        let inbound = request.into_inner();
         let (acks, ack_stream) = mpsc::channel(MAX_BATCHES_IN_FLIGHT_PER_STREAM);
-        let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT_PER_STREAM));
-        let ingestor = Arc::clone(&self.ingestor);
-        let mut shutting_down = self.shutting_down.clone();
-        tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    biased;
-                    () = shutdown_started(&mut shutting_down) => {
-                        // Batches read so far are being written: their acks go out first
-                        // (each task sends its ack before giving its permit back), then
-                        // the client learns that anything unacknowledged was not read.
-                        let all = u32::try_from(MAX_BATCHES_IN_FLIGHT_PER_STREAM)
-                            .unwrap_or(u32::MAX);
-                        let _ = in_flight.acquire_many(all).await;
-                        let _ = acks
-                            .send(Err(Status::unavailable(
-                                "ingest is shutting down: batches without an ack were not \
-                                 stored, send them again",
-                            )))
-                            .await;
-                        break;
-                    }
-                    message = inbound.message() => message,
-                };
-                let batch = match message {
-                    Ok(Some(batch)) => batch,
-                    Ok(None) => break,
-                    Err(status) => {
-                        // A batch that does not decode or is over the size limit ends the
-                        // stream with the code the unary calls use; acks already sent stand.
-                        tracing::debug!(%status, "span stream ended");
-                        // A compressed batch that inflates past the limit is already
-                        // RESOURCE_EXHAUSTED; it must end the stream with that, not silently.
-                        let code = client_error_code(status.code()).or_else(|| {
-                            (status.code() == tonic::Code::ResourceExhausted)
-                                .then_some(status.code())
-                        });
-                        if let Some(code) = code {
-                            let _ = acks.send(Err(Status::new(code, status.message()))).await;
-                        }
-                        break;
-                    }
-                };
-                // A key deleted while the stream is open stops it within the key cache's
-                // TTL: the batches being written are acknowledged first.
-                if !key_still_valid(&ingestor, &key).await {
-                    ingestor.metrics.record_unauthenticated();
-                    let all = u32::try_from(MAX_BATCHES_IN_FLIGHT_PER_STREAM).unwrap_or(u32::MAX);
-                    let _ = in_flight.acquire_many(all).await;
-                    let _ = acks
-                        .send(Err(Status::unauthenticated(format!(
-                            "{UNAUTHENTICATED_MESSAGE}: the key was revoked, batch {} and \
-                             later ones were not stored",
-                            batch.sequence
-                        ))))
-                        .await;
-                    break;
-                }
-                let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-                    break;
-                };
-                let ingestor = Arc::clone(&ingestor);
-                let acks = acks.clone();
-                tokio::spawn(async move {
-                    let ack = write_batch(&ingestor, project_id, batch).await;
-                    let _ = acks.send(Ok(ack)).await;
-                    drop(permit);
-                });
-            }
-        });
+        tokio::spawn(run_stream(
+            Arc::clone(&self.ingestor),
+            key,
+            inbound,
+            acks,
+            self.shutting_down.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(ack_stream))))
     }
 
@@ -186,8 +128,125 @@ impl IngestService for GrpcIngest {
     }
 }
 
+/// Reads the batches of one `StreamSpans` call and writes up to
+/// [`MAX_BATCHES_IN_FLIGHT_PER_STREAM`] of them at once, each acknowledged once written.
+///
+/// The stream ends (after the acks of the batches being written, see `drain`) when the
+/// client closes it, sends a batch that does not decode, the server shuts down, or the
+/// client leaves an ack unread for [`ACK_SEND_TIMEOUT`]: such a client is abandoned so it
+/// cannot hold a writer or the shutdown.
+async fn run_stream(
+    ingestor: Arc<Ingestor>,
+    key: ResolvedKey,
+    mut inbound: Streaming<SpanBatch>,
+    acks: mpsc::Sender<Result<BatchAck, Status>>,
+    mut shutting_down: watch::Receiver<bool>,
+) {
+    let project_id = key.project_id;
+    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT_PER_STREAM));
+    let (stalled, mut client_stalled) = watch::channel(false);
+    let end = loop {
+        let message = tokio::select! {
+            biased;
+            () = shutdown_started(&mut shutting_down) => break StreamEnd::ShuttingDown,
+            () = shutdown_started(&mut client_stalled) => break StreamEnd::ClientStalled,
+            message = inbound.message() => message,
+        };
+        let batch = match message {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break StreamEnd::ClientDone,
+            Err(status) => break StreamEnd::BadBatch(status),
+        };
+        // A key deleted while the stream is open stops it within the key cache's TTL: the
+        // batches being written are acknowledged first.
+        if !key_still_valid(&ingestor, &key).await {
+            ingestor.metrics.record_unauthenticated();
+            break StreamEnd::KeyRevoked {
+                sequence: batch.sequence,
+            };
+        }
+        // Waiting for room among the batches in flight must not hold the shutdown up
+        // either: with a client that reads no acks, none gives its room back until
+        // `ACK_SEND_TIMEOUT`.
+        let permit = tokio::select! {
+            biased;
+            () = shutdown_started(&mut shutting_down) => break StreamEnd::ShuttingDown,
+            () = shutdown_started(&mut client_stalled) => break StreamEnd::ClientStalled,
+            permit = Arc::clone(&in_flight).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break StreamEnd::ClientDone,
+            },
+        };
+        let ingestor = Arc::clone(&ingestor);
+        let acks = acks.clone();
+        let stalled = stalled.clone();
+        tokio::spawn(async move {
+            let ack = write_batch(&ingestor, project_id, batch).await;
+            // The batch is written (or refused) whether or not its ack gets through.
+            if tokio::time::timeout(ACK_SEND_TIMEOUT, acks.send(Ok(ack)))
+                .await
+                .is_err()
+            {
+                let _ = stalled.send(true);
+            }
+            drop(permit);
+        });
+    };
+    // Batches read so far are being written: their acks go out first (each task sends its
+    // ack, or gives up on it after `ACK_SEND_TIMEOUT`, before giving its room back), then
+    // the stream's last word.
+    let all = u32::try_from(MAX_BATCHES_IN_FLIGHT_PER_STREAM).unwrap_or(u32::MAX);
+    let _ = in_flight.acquire_many(all).await;
+    if matches!(end, StreamEnd::ClientStalled) {
+        tracing::warn!(
+            project_id,
+            "span stream abandoned: its client reads no acks"
+        );
+    }
+    let last_word = match end {
+        StreamEnd::ClientDone | StreamEnd::ClientStalled => None,
+        StreamEnd::ShuttingDown => Some(Status::unavailable(
+            "ingest is shutting down: batches without an ack were not stored, send them again",
+        )),
+        StreamEnd::BadBatch(status) => {
+            tracing::debug!(%status, "span stream ended by a batch that does not decode");
+            Some(stream_error(status))
+        }
+        StreamEnd::KeyRevoked { sequence } => Some(Status::unauthenticated(format!(
+            "{UNAUTHENTICATED_MESSAGE}: the key was revoked, batch {sequence} and later ones \
+             were not stored"
+        ))),
+    };
+    if let Some(status) = last_word {
+        let _ = tokio::time::timeout(ACK_SEND_TIMEOUT, acks.send(Err(status))).await;
+    }
+}
+
+enum StreamEnd {
+    ClientDone,
+    ClientStalled,
+    ShuttingDown,
+    BadBatch(Status),
+    KeyRevoked { sequence: u64 },
+}
+
+/// The status a stream ends with after a batch that could not be read: the code the unary
+/// calls use for the same body (tonic reports a protobuf decode failure as INTERNAL and a
+/// message over the wire limit as OUT_OF_RANGE; a batch too large once decoded is already
+/// RESOURCE_EXHAUSTED, a malformed one INVALID_ARGUMENT). A stream broken by the transport
+/// (client gone, reset) gets that status as it is.
+fn stream_error(status: Status) -> Status {
+    match client_error_code(status.code()) {
+        Some(code) => Status::new(code, status.message()),
+        None => status,
+    }
+}
+
 async fn write_batch(ingestor: &Ingestor, project_id: i64, batch: SpanBatch) -> BatchAck {
-    match ingestor.export(project_id, batch.resource_spans).await {
+    match ingestor
+        .export(project_id, batch.resource_spans, None)
+        .await
+    {
         Ok(outcome) => BatchAck {
             sequence: batch.sequence,
             outcome: BatchOutcome::Durable as i32,

@@ -43,7 +43,12 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
-            // Request-decoding failures come back as trailers-only responses: the status is a header.
+            // Request-decoding failures come back as trailers-only responses: the status is a
+            // header. An error of the server's own is marked and left as it is.
+            if response.headers().contains_key(SERVER_ERROR_METADATA) {
+                response.headers_mut().remove(SERVER_ERROR_METADATA);
+                return Ok(response);
+            }
             if let Some(rewritten) = response
                 .headers()
                 .get("grpc-status")
@@ -59,6 +64,9 @@ where
         })
     }
 }
+
+/// Metadata on an INTERNAL status the handlers produce (removed before it is sent).
+pub const SERVER_ERROR_METADATA: &str = "x-userlens-server-error";
 
 /// The code a client error of request decoding is reported with.
 pub fn client_error_code(code: Code) -> Option<Code> {

@@ -15,6 +15,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
+use userlens_proto::bounded_codec::MAX_DECODED_REQUEST_BYTES;
+use userlens_proto::decoded_size::EstimateDecodedSize;
 
 use crate::error::IngestError;
 use crate::pipeline::{ExportOutcome, Ingestor};
@@ -67,6 +69,7 @@ async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body:
                 error,
                 IngestError::Malformed(_)
                     | IngestError::TooLarge { .. }
+                    | IngestError::DecodedTooLarge { .. }
                     | IngestError::UnsupportedEncoding(_)
             ) {
                 state.ingestor.metrics.record_malformed();
@@ -114,10 +117,13 @@ async fn export(
     // The body is read whole (so the connection stays usable) but not decoded when the
     // request would be refused anyway.
     state.ingestor.refuse_when_queue_nearly_full()?;
+    // The body is read before a decode slot is taken, so a slow client holds none; one
+    // waiting for a slot holds its body only (16 MiB at most).
+    let slot = state.ingestor.decode_slot().await?;
     let request = decode_body(headers, encoding, raw.to_bytes(), limit)?;
     state
         .ingestor
-        .export(project_id, request.resource_spans)
+        .export(project_id, request.resource_spans, Some(slot))
         .await
 }
 
@@ -142,17 +148,46 @@ pub fn decode_body(
 ) -> Result<ExportTraceServiceRequest, IngestError> {
     let body = decompress(headers, raw, limit)?;
     match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(body.as_ref())
-            .map_err(|e| IngestError::Malformed(e.to_string())),
+        Encoding::Protobuf => {
+            // The decoded size is bounded before decoding: empty spans are 2 bytes each.
+            let estimate = ExportTraceServiceRequest::estimate_decoded_size(&body)
+                .map_err(|e| IngestError::Malformed(e.to_string()))?;
+            if estimate.bytes > MAX_DECODED_REQUEST_BYTES {
+                return Err(IngestError::DecodedTooLarge {
+                    estimated_bytes: estimate.bytes,
+                });
+            }
+            ExportTraceServiceRequest::decode(body.as_ref())
+                .map_err(|e| IngestError::Malformed(e.to_string()))
+        }
         Encoding::Json => decode_json(&body),
     }
 }
 
 fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, IngestError> {
+    let estimate = crate::json_size::estimate(body)
+        .ok_or_else(|| IngestError::Malformed("JSON nested too deeply".into()))?;
+    if estimate.typed_bytes > MAX_DECODED_REQUEST_BYTES {
+        return Err(IngestError::DecodedTooLarge {
+            estimated_bytes: estimate.typed_bytes,
+        });
+    }
     let error = match serde_json::from_slice::<ExportTraceServiceRequest>(body) {
         Ok(request) => return Ok(request),
         Err(error) => error,
     };
+    // The fallback below holds the body as a `serde_json::Value` tree as well.
+    if estimate
+        .value_tree_bytes
+        .saturating_add(estimate.typed_bytes)
+        > MAX_DECODED_REQUEST_BYTES
+    {
+        return Err(IngestError::DecodedTooLarge {
+            estimated_bytes: estimate
+                .value_tree_bytes
+                .saturating_add(estimate.typed_bytes),
+        });
+    }
     // OTLP JSON follows the protobuf JSON mapping, where a double may be written as a string:
     // "NaN", "Infinity", "-Infinity", or a number in quotes. The generated decoder takes JSON
     // numbers only, so such a body is decoded again with those values set aside and put back:
@@ -448,10 +483,10 @@ async fn healthz(State(state): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
-    let mut text = state
-        .ingestor
-        .metrics
-        .render(state.ingestor.writer.queued_spans());
+    let mut text = state.ingestor.metrics.render(
+        state.ingestor.writer.queued_spans(),
+        state.ingestor.writer.queued_bytes(),
+    );
     let lookups = state.ingestor.keys.database_lookups();
     text.push_str(&format!(
         "# HELP userlens_ingest_key_lookups_total API key lookups sent to the database (cache misses).\n# TYPE userlens_ingest_key_lookups_total counter\nuserlens_ingest_key_lookups_total {lookups}\n"

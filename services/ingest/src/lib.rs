@@ -2,11 +2,12 @@
 //! OTLP/HTTP with `/healthz` and `/metrics` on another. Spans are validated and mapped
 //! (SPEC §3), then committed by the group-commit writer before any success is returned.
 
-mod admission;
+pub mod admission;
 pub mod error;
 pub mod grpc;
 mod grpc_status;
 pub mod http;
+mod json_size;
 pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
@@ -14,13 +15,14 @@ pub mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
-use userlens_proto::ingest::v1::ingest_service_server::IngestServiceServer;
+use userlens_proto::bounded::ingest::ingest_service_server::IngestServiceServer;
+use userlens_proto::bounded::trace::trace_service_server::TraceServiceServer;
 use userlens_server::auth::{Authenticate, OnRefusal};
 use userlens_storage::{DatabaseConnection, KeyCacheSettings, KeyResolver};
 
@@ -36,6 +38,12 @@ use crate::writer::BatchWriter;
 
 /// Default limit of a request body, compressed and decompressed alike.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long the gRPC server waits after a shutdown signal for its connections to close,
+/// unless configured otherwise. Open `StreamSpans` calls end at once (after acknowledging
+/// what they are writing, at most `grpc::ACK_SEND_TIMEOUT` per ack), so this bounds only
+/// clients that neither read nor close.
+pub const GRPC_SHUTDOWN_GRACE: Duration = userlens_server::grpc::DEFAULT_GRPC_SHUTDOWN_GRACE;
 
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
@@ -77,6 +85,7 @@ pub async fn serve(
         keys: Arc::new(KeyResolver::with_settings(db, settings.key_cache)),
         writer,
         metrics,
+        decode_slots: Arc::new(tokio::sync::Semaphore::new(pipeline::DECODE_SLOTS)),
     });
     let shutdown = shutdown.boxed().shared();
     // Open `StreamSpans` calls end on their own once shutdown starts (see `GrpcIngest`);
@@ -116,7 +125,9 @@ pub async fn serve(
         Arc::new(move || metrics.record_unauthenticated())
     };
     let keys = Arc::clone(&ingestor.keys);
-    let grpc = tonic::transport::Server::builder()
+    // Keepalives find dead peers, and streams per connection are capped (see
+    // `userlens_server::grpc`).
+    let grpc = userlens_server::grpc_server_builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -148,9 +159,15 @@ pub async fn serve(
         )
         // Small responses must not wait on Nagle's algorithm (40 ms with delayed ACKs).
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            TcpIncoming::from(grpc_listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(userlens_server::grpc::TCP_KEEPALIVE)),
             grpc_shutdown,
         );
+    // The gRPC server waits for every connection to close, which a client that neither
+    // reads nor closes would never do: past the grace the remaining ones are left behind.
+    let grpc =
+        userlens_server::serve_with_grace(grpc, shutdown.clone(), settings.http.shutdown_grace);
 
     let http = userlens_server::serve_http(
         http_listener,
@@ -161,11 +178,9 @@ pub async fn serve(
 
     let (grpc_result, http_result) = tokio::join!(grpc, http);
     drop(ingestor);
-    // Every handle of the writer is gone once the servers have stopped: the task finishes
-    // the queued batches and ends.
-    if let Err(error) = writer_task.await {
-        tracing::error!(%error, "writer task failed");
-    }
+    // The queued batches are written before returning; a connection left behind by the
+    // grace above may still hold a handle of the writer, so it is told to finish.
+    writer_task.finish().await;
     grpc_result?;
     http_result?;
     Ok(())

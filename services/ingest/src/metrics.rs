@@ -37,8 +37,8 @@ impl IngestMetrics {
         self.requests_malformed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Prometheus text exposition; `queued_spans` is read from the writer at render time.
-    pub fn render(&self, queued_spans: usize) -> String {
+    /// Prometheus text exposition; the queue gauges are read from the writer at render time.
+    pub fn render(&self, queued_spans: usize, queued_bytes: usize) -> String {
         let mut out = String::new();
         let counters = [
             (
@@ -87,6 +87,10 @@ impl IngestMetrics {
         let _ = writeln!(
             out,
             "# HELP userlens_ingest_queued_spans Spans waiting for the writer.\n# TYPE userlens_ingest_queued_spans gauge\nuserlens_ingest_queued_spans {queued_spans}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP userlens_ingest_queued_bytes Estimated bytes of the spans waiting for the writer.\n# TYPE userlens_ingest_queued_bytes gauge\nuserlens_ingest_queued_bytes {queued_bytes}"
         );
         out
     }

@@ -1,6 +1,8 @@
 //! What every transport shares: authenticate, convert, write, report.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use userlens_storage::{Annotation, DatabaseConnection, KeyResolver, annotate_trace};
@@ -26,6 +28,36 @@ pub struct Ingestor {
     pub keys: Arc<KeyResolver>,
     pub writer: BatchWriter,
     pub metrics: Arc<IngestMetrics>,
+    /// Export requests whose bodies are being read, decoded and converted at once, at most
+    /// ([`DECODE_SLOTS`]). A request waits for a slot before its body is read and gives it
+    /// back once its spans are queued, so the bodies and decoded requests in memory at once
+    /// are bounded whatever the number of clients.
+    pub decode_slots: Arc<Semaphore>,
+}
+
+/// Export requests decoded at once. Decoding and converting is CPU work on one core while
+/// the writer's database work takes another; one slot bounds what requests take before
+/// they are queued to one body (16 MiB at most), its decoded form (64 MiB at most) and its
+/// records, besides the write queue.
+pub const DECODE_SLOTS: usize = 1;
+
+/// A decode slot carried from the gRPC layer that took it to the handler, in the request's
+/// extensions (which must be `Clone`).
+#[derive(Clone)]
+pub struct DecodeSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl DecodeSlot {
+    pub fn new(permit: OwnedSemaphorePermit) -> Self {
+        Self(Arc::new(Mutex::new(Some(permit))))
+    }
+
+    /// Gives the slot back (also done when the last clone is dropped).
+    pub fn release(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+    }
 }
 
 impl Ingestor {
@@ -36,7 +68,7 @@ impl Ingestor {
                 self.metrics.record_unauthenticated();
                 Err(IngestError::Unauthenticated)
             }
-            Err(error) => Err(IngestError::unavailable(error.to_string())),
+            Err(error) => Err(IngestError::from_storage(&error)),
         }
     }
 
@@ -52,17 +84,32 @@ impl Ingestor {
         Ok(())
     }
 
-    /// Writes the good spans of a request; returns once they are committed.
+    /// Waits for a decode slot (see `decode_slots`).
+    pub async fn decode_slot(&self) -> Result<DecodeSlot, IngestError> {
+        Arc::clone(&self.decode_slots)
+            .acquire_owned()
+            .await
+            .map(DecodeSlot::new)
+            .map_err(|_| IngestError::internal("decode slots closed".into()))
+    }
+
+    /// Writes the good spans of a request; returns once they are committed. `slot`, the
+    /// request's decode slot, is given back once its spans are converted.
     pub async fn export(
         &self,
         project_id: i64,
         resource_spans: Vec<ResourceSpans>,
+        slot: Option<DecodeSlot>,
     ) -> Result<ExportOutcome, IngestError> {
         self.refuse_when_queue_nearly_full()?;
         let converted = convert_resource_spans(&resource_spans);
         // The decoded request is not kept while the spans wait for their commit: a queued
         // span then costs its record only.
         drop(resource_spans);
+        // The records are queued (or refused) at once below: the next request may decode.
+        if let Some(slot) = slot {
+            slot.release();
+        }
         self.metrics.record_rejected_spans(converted.rejected);
         let accepted = converted.accepted.len() as u64;
         if !converted.accepted.is_empty() {
@@ -97,7 +144,7 @@ impl Ingestor {
         check_annotations(&annotations)?;
         annotate_trace(&self.db, project_id, trace_id, &annotations)
             .await
-            .map_err(|e| IngestError::unavailable(e.to_string()))?;
+            .map_err(|e| IngestError::from_storage(&e))?;
         Ok(())
     }
 }

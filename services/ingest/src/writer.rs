@@ -7,23 +7,31 @@
 //! a group still being written waits for it, so copies of one span are committed in arrival
 //! order (the later copy wins) and such writers do not queue on each other's row locks.
 //!
-//! The queue is bounded in spans: when it is full a request is shed at once (HTTP 429 /
-//! gRPC RESOURCE_EXHAUSTED) instead of growing memory.
+//! The queue is bounded in bytes (an estimate of what its `SpanRecord`s hold, see
+//! [`record_bytes`]): when it is full a request is shed at once (HTTP 429 / gRPC
+//! RESOURCE_EXHAUSTED with `RetryInfo`) instead of growing memory, and a request larger
+//! than the whole queue is refused for good (HTTP 413 / RESOURCE_EXHAUSTED without
+//! `RetryInfo`): it could never be admitted.
 
 use std::collections::HashSet;
+use std::mem::size_of;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use userlens_storage::{DatabaseConnection, DbBackend, SpanRecord, WriteSummary, write_spans};
+use userlens_storage::{
+    DatabaseConnection, DbBackend, ResourceRecord, SpanRecord, WriteSummary, write_spans,
+};
 
 use crate::metrics::IngestMetrics;
 
 #[derive(Debug, Clone)]
 pub struct WriterSettings {
-    /// Spans waiting for the writer, at most; beyond it requests are shed.
-    pub max_queued_spans: usize,
+    /// Estimated bytes of the spans waiting for the writer or being written, at most;
+    /// beyond it requests are shed.
+    pub max_queued_bytes: usize,
     /// Spans the writer puts in one transaction, at most (it may exceed it by one request).
     pub max_spans_per_commit: usize,
     /// Transactions written at once; 0 picks one for the database: 1 on SQLite (one writer
@@ -37,7 +45,7 @@ pub const DEFAULT_POSTGRES_WRITERS: usize = 3;
 impl Default for WriterSettings {
     fn default() -> Self {
         Self {
-            max_queued_spans: DEFAULT_MAX_QUEUED_SPANS,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             max_spans_per_commit: 8_192,
             writers: 0,
         }
@@ -62,18 +70,76 @@ pub enum WriteError {
     Overloaded { retry_after: Duration },
     #[error("the database is unavailable, retry later")]
     Unavailable { retry_after: Duration },
+    #[error("request holds about {bytes} bytes of spans, more than the whole write queue")]
+    LargerThanQueue { bytes: usize, limit: usize },
+    /// The write failed for a reason retrying will not fix (corrupt data, a constraint
+    /// violation, a panic in the writer).
+    #[error("the write failed")]
+    Failed,
 }
 
-/// Spans the write queue holds by default: about half a second of writing on a 2-core
-/// machine, and ≈ 2 KB of memory per queued span at most.
-pub const DEFAULT_MAX_QUEUED_SPANS: usize = 32_768;
+/// Bytes the write queue holds by default: 48 MiB, about 60,000 datagen spans (≈ 800 bytes
+/// each as records), a second or two of writing on a 2-core machine. With the request being
+/// decoded and the writers' own buffers it keeps ingest under 300 MB of RSS (see
+/// docs/reliability.md, "Hardening: ingest memory").
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 48 * 1024 * 1024;
+
+/// What one span takes in memory as a record waiting for the writer: the struct, its
+/// strings and JSON, and its facts; not its resource, which the spans of a request share
+/// (see [`queued_request_bytes`]). Capacity slack is not counted.
+pub fn record_bytes(record: &SpanRecord) -> usize {
+    let optional = |value: &Option<String>| value.as_ref().map_or(0, String::len);
+    let facts = &record.stored.facts;
+    size_of::<SpanRecord>()
+        + record.name.len()
+        + optional(&record.status_message)
+        + record.attributes_json.len()
+        + optional(&facts.user_id)
+        + optional(&facts.user_email)
+        + optional(&facts.session_id)
+        + optional(&facts.provider)
+        + optional(&facts.model)
+        + optional(&facts.tool_name)
+        + optional(&facts.issue_id)
+        + optional(&facts.issue_title)
+        + facts
+            .behaviours
+            .iter()
+            .map(|b| size_of::<String>() + b.len())
+            .sum::<usize>()
+}
+
+/// What one request's records take in the queue, with the job that carries them: each
+/// span, and each resource once (its spans share one copy).
+pub fn queued_request_bytes(spans: &[SpanRecord]) -> usize {
+    let mut seen = HashSet::new();
+    let resource_bytes: usize = spans
+        .iter()
+        .filter(|span| seen.insert(Arc::as_ptr(&span.resource)))
+        .map(|span| size_of::<ResourceRecord>() + span.resource.attributes_json.len())
+        .sum();
+    size_of::<WriteJob>() + spans.iter().map(record_bytes).sum::<usize>() + resource_bytes
+}
+
+/// Queue room held by one request until it is answered; the queued-span gauge follows it.
+struct QueueSlot {
+    _room: OwnedSemaphorePermit,
+    spans: usize,
+    queued_spans: Arc<AtomicUsize>,
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.queued_spans.fetch_sub(self.spans, Ordering::Relaxed);
+    }
+}
 
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 struct WriteJob {
     project_id: i64,
     spans: Vec<SpanRecord>,
-    _permit: OwnedSemaphorePermit,
+    _slot: QueueSlot,
     reply: oneshot::Sender<Result<WriteSummary, WriteError>>,
 }
 
@@ -82,7 +148,8 @@ struct WriteJob {
 pub struct BatchWriter {
     jobs: mpsc::UnboundedSender<WriteJob>,
     queue_room: Arc<Semaphore>,
-    max_queued_spans: usize,
+    max_queued_bytes: usize,
+    queued_spans: Arc<AtomicUsize>,
 }
 
 impl BatchWriter {
@@ -91,18 +158,24 @@ impl BatchWriter {
         db: DatabaseConnection,
         settings: WriterSettings,
         metrics: Arc<IngestMetrics>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    ) -> (Self, WriterTask) {
         let (jobs, receiver) = mpsc::unbounded_channel();
-        let max_queued_spans = settings.max_queued_spans.max(1);
-        let queue_room = Arc::new(Semaphore::new(max_queued_spans));
-        let task = tokio::spawn(run_writer(db, settings, receiver, metrics));
+        let (close, closing) = oneshot::channel();
+        // Room is taken in one `try_acquire_many` of at most u32::MAX permits.
+        let max_queued_bytes = settings
+            .max_queued_bytes
+            .clamp(1, u32::MAX as usize)
+            .min(Semaphore::MAX_PERMITS);
+        let queue_room = Arc::new(Semaphore::new(max_queued_bytes));
+        let task = tokio::spawn(run_writer(db, settings, receiver, closing, metrics));
         (
             Self {
                 jobs,
                 queue_room,
-                max_queued_spans,
+                max_queued_bytes,
+                queued_spans: Arc::new(AtomicUsize::new(0)),
             },
-            task,
+            WriterTask { task, close },
         )
     }
 
@@ -112,39 +185,77 @@ impl BatchWriter {
         project_id: i64,
         spans: Vec<SpanRecord>,
     ) -> Result<WriteSummary, WriteError> {
-        // The queue is bounded in spans (the channel itself is not: room is taken first).
-        // A request larger than the whole queue takes all of it.
-        let wanted = u32::try_from(spans.len().clamp(1, self.max_queued_spans)).unwrap_or(u32::MAX);
-        let permit = Arc::clone(&self.queue_room)
+        // The queue is bounded in bytes (the channel itself is not: room is taken first).
+        let bytes = queued_request_bytes(&spans);
+        if bytes > self.max_queued_bytes {
+            return Err(WriteError::LargerThanQueue {
+                bytes,
+                limit: self.max_queued_bytes,
+            });
+        }
+        let wanted = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let room = Arc::clone(&self.queue_room)
             .try_acquire_many_owned(wanted)
             .map_err(|_| WriteError::Overloaded {
                 retry_after: RETRY_AFTER,
             })?;
+        self.queued_spans.fetch_add(spans.len(), Ordering::Relaxed);
+        let slot = QueueSlot {
+            _room: room,
+            spans: spans.len(),
+            queued_spans: Arc::clone(&self.queued_spans),
+        };
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(WriteJob {
                 project_id,
                 spans,
-                _permit: permit,
+                _slot: slot,
                 reply,
             })
             .map_err(|_| WriteError::Unavailable {
                 retry_after: RETRY_AFTER,
             })?;
-        answer.await.unwrap_or(Err(WriteError::Unavailable {
-            retry_after: RETRY_AFTER,
-        }))
+        // The reply is dropped unanswered only when a write task panicked.
+        answer.await.unwrap_or(Err(WriteError::Failed))
     }
 
     /// True when less than a sixteenth of the queue is free: new requests are then refused
     /// before their bodies are read (see `admission`), since most could not be queued.
     pub fn is_nearly_full(&self) -> bool {
-        self.queue_room.available_permits() < self.max_queued_spans.div_ceil(16)
+        self.queue_room.available_permits() < self.max_queued_bytes.div_ceil(16)
     }
 
-    /// Spans waiting for the writer now.
+    /// Spans waiting for the writer or being written now.
     pub fn queued_spans(&self) -> usize {
-        self.max_queued_spans - self.queue_room.available_permits()
+        self.queued_spans.load(Ordering::Relaxed)
+    }
+
+    /// Estimated bytes of the spans waiting for the writer or being written now.
+    pub fn queued_bytes(&self) -> usize {
+        self.max_queued_bytes - self.queue_room.available_permits()
+    }
+
+    /// The most bytes the queue holds.
+    pub fn max_queued_bytes(&self) -> usize {
+        self.max_queued_bytes
+    }
+}
+
+/// The writer task. It ends once every [`BatchWriter`] is dropped, or once it is told to
+/// finish: a connection that outlives the servers' shutdown bound may still hold a handle.
+pub struct WriterTask {
+    task: JoinHandle<()>,
+    close: oneshot::Sender<()>,
+}
+
+impl WriterTask {
+    /// Refuses new writes (they get `UNAVAILABLE`), writes every queued one, then returns.
+    pub async fn finish(self) {
+        let _ = self.close.send(());
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "writer task failed");
+        }
     }
 }
 
@@ -158,12 +269,27 @@ async fn run_writer(
     db: DatabaseConnection,
     settings: WriterSettings,
     mut receiver: mpsc::UnboundedReceiver<WriteJob>,
+    mut closing: oneshot::Receiver<()>,
     metrics: Arc<IngestMetrics>,
 ) {
     let writers = settings.writers_for(db.get_database_backend());
     let slots = Arc::new(Semaphore::new(writers));
     let mut in_flight: Vec<InFlight> = Vec::new();
-    while let Some(first) = receiver.recv().await {
+    let mut closed = false;
+    loop {
+        let first = tokio::select! {
+            job = receiver.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+            // Told to finish (or the task handle is gone): what is queued is still written,
+            // then `recv` returns None.
+            _ = &mut closing, if !closed => {
+                closed = true;
+                receiver.close();
+                continue;
+            }
+        };
         // Wait for a free writer first: what queues up meanwhile joins this group.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             break;
@@ -193,11 +319,21 @@ async fn run_writer(
             }
         }
         in_flight.retain(|earlier| !earlier.task.is_finished());
+        // A group past the commit size (one large request) is written alone: each write
+        // holds its own copy of its rows, and several such copies at once would exceed the
+        // memory the queue bound promises.
+        let exclusive = if spans_in_group > settings.max_spans_per_commit && writers > 1 {
+            let others = u32::try_from(writers - 1).unwrap_or(u32::MAX);
+            Arc::clone(&slots).acquire_many_owned(others).await.ok()
+        } else {
+            None
+        };
         let db = db.clone();
         let metrics = Arc::clone(&metrics);
         let task = tokio::spawn(async move {
             commit_group(&db, group, &metrics).await;
             drop(slot);
+            drop(exclusive);
         });
         in_flight.push(InFlight { touched, task });
     }
@@ -263,11 +399,16 @@ fn finish(
             Ok(summary)
         }
         Err(error) => {
-            tracing::error!(%error, project_id = job.project_id, "batch not written");
             metrics.record_write_failure();
-            Err(WriteError::Unavailable {
-                retry_after: RETRY_AFTER,
-            })
+            if crate::error::is_transient(&error) {
+                tracing::warn!(%error, project_id = job.project_id, spans = job.spans.len(), "batch not written, the client may retry");
+                Err(WriteError::Unavailable {
+                    retry_after: RETRY_AFTER,
+                })
+            } else {
+                tracing::error!(%error, project_id = job.project_id, spans = job.spans.len(), "batch not written");
+                Err(WriteError::Failed)
+            }
         }
     };
     let _ = job.reply.send(answer);

@@ -106,9 +106,10 @@ pub struct IngestListenArgs {
     /// Largest request body in bytes, applied to the compressed and the decompressed body.
     #[arg(long, env = "USERLENS_MAX_BODY_BYTES", default_value_t = userlens_ingest::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
-    /// Spans waiting to be written, at most; past it requests are shed with 429 / RESOURCE_EXHAUSTED.
-    #[arg(long, env = "USERLENS_MAX_QUEUED_SPANS", default_value_t = userlens_ingest::writer::DEFAULT_MAX_QUEUED_SPANS)]
-    pub max_queued_spans: usize,
+    /// Estimated bytes of spans waiting to be written, at most; past it requests are shed with
+    /// 429 / RESOURCE_EXHAUSTED, and a request larger than all of it is refused with 413.
+    #[arg(long, env = "USERLENS_MAX_QUEUED_BYTES", default_value_t = userlens_ingest::writer::DEFAULT_MAX_QUEUED_BYTES)]
+    pub max_queued_bytes: usize,
     /// Write transactions in flight at once; 0: 1 on SQLite, 3 on PostgreSQL.
     #[arg(long, env = "USERLENS_INGEST_WRITERS", default_value_t = 0)]
     pub ingest_writers: usize,

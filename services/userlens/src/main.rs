@@ -303,7 +303,7 @@ fn ingest_settings(
         key_cache: key.key_cache(),
         max_body_bytes: args.max_body_bytes,
         writer: userlens_ingest::WriterSettings {
-            max_queued_spans: args.max_queued_spans,
+            max_queued_bytes: args.max_queued_bytes,
             writers: args.ingest_writers,
             ..Default::default()
         },

@@ -38,7 +38,7 @@ fn ingest_help_documents_every_environment_variable() {
         "USERLENS_OTLP_GRPC_ADDR",
         "USERLENS_OTLP_HTTP_ADDR",
         "USERLENS_MAX_BODY_BYTES",
-        "USERLENS_MAX_QUEUED_SPANS",
+        "USERLENS_MAX_QUEUED_BYTES",
     ] {
         assert!(
             ingest.contains(variable),
@@ -86,7 +86,7 @@ fn every_role_documents_its_environment_variables() {
                 "USERLENS_QUERY_ADDR",
                 "USERLENS_GRAPHQL_ADDR",
                 "USERLENS_MAX_BODY_BYTES",
-                "USERLENS_MAX_QUEUED_SPANS",
+                "USERLENS_MAX_QUEUED_BYTES",
                 "USERLENS_HTTP_HEADER_TIMEOUT_MS",
                 "USERLENS_HTTP_BODY_TIMEOUT_MS",
                 "USERLENS_HTTP_MAX_CONNECTIONS",
