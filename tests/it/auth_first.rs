@@ -19,9 +19,8 @@ use userlens_storage::entities::{api_keys, spans};
 use userlens_storage::keys;
 use userlens_tests::faults_support::counter;
 use userlens_tests::otlp::{resource_spans, span, span_id, trace_id};
-use userlens_tests::process::UserlensProcess;
-use userlens_tests::stack::redis_url;
-use userlens_tests::{Backend, TestDatabase, for_each_backend};
+use userlens_tests::process::{self, UserlensProcess};
+use userlens_tests::{TestDatabase, for_each_backend};
 
 const KEY: &str = "ul_auth_first_test_key_0001";
 const UNKNOWN: &str = "Bearer ul_auth_first_unknown_key_0000000000";
@@ -212,51 +211,7 @@ async fn start_ingest(database: &TestDatabase, extra_env: &[(&str, &str)]) -> Us
 }
 
 async fn start_all_in_one(database: &TestDatabase) -> (UserlensProcess, std::path::PathBuf) {
-    let key_file = std::env::temp_dir().join(format!(
-        "userlens-auth-first-{}-{:016x}.key",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    let mut env = vec![
-        ("USERLENS_DATABASE_URL", database.url.clone()),
-        ("USERLENS_KEY_FILE", key_file.display().to_string()),
-        ("USERLENS_API_KEY", KEY.to_owned()),
-    ];
-    if database.backend == Backend::Postgres
-        && let Some(redis) = redis_url()
-    {
-        env.push(("USERLENS_REDIS_URL", redis));
-        env.push((
-            "USERLENS_REDIS_KEY_PREFIX",
-            format!("userlens-auth-first-{:016x}:", rand::random::<u64>()),
-        ));
-    }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let process = UserlensProcess::start(
-        &[
-            "all-in-one",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--query-addr",
-            "127.0.0.1:0",
-            "--query-http-addr",
-            "127.0.0.1:0",
-            "--graphql-addr",
-            "127.0.0.1:0",
-        ],
-        &env,
-        &[
-            "otlp-grpc",
-            "otlp-http",
-            "query-grpc",
-            "query-http",
-            "graphql",
-        ],
-    )
-    .await;
-    (process, key_file)
+    process::start_all_in_one(database, &[("USERLENS_API_KEY", KEY)], &[]).await
 }
 
 /// One HTTP/1.1 exchange on a fresh connection; the status and the body of the answer.

@@ -6,14 +6,13 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use serde_json::{Value, json};
 use userlens_storage::keys;
+use userlens_tests::TestDatabase;
 use userlens_tests::for_each_backend;
 use userlens_tests::otlp::{
     double, errored, int, kv, request, resource_spans, span, span_id, string, trace_id,
     with_attributes,
 };
-use userlens_tests::process::UserlensProcess;
-use userlens_tests::stack::redis_url;
-use userlens_tests::{Backend, TestDatabase};
+use userlens_tests::process::{self, UserlensProcess};
 
 const KEY: &str = "ul_gateway_e2e_key_0123456789";
 const NS: u64 = 1_000_000_000;
@@ -22,53 +21,9 @@ const MARCH_1: u64 = 1_772_323_200 * NS;
 const RANGE: &str = r#"{ from: "2026-03-01T00:00:00Z", to: "2026-03-08T00:00:00Z" }"#;
 
 async fn start(database: &TestDatabase) -> UserlensProcess {
-    let key_file = format!(
-        "{}.key",
-        database
-            .url
-            .replace("://", "_")
-            .replace(['/', ':', '@', '?'], "_")
-    );
-    let key_file = std::env::temp_dir().join(key_file);
-    let mut env = vec![
-        ("USERLENS_DATABASE_URL", database.url.clone()),
-        ("USERLENS_API_KEY", KEY.to_owned()),
-        ("USERLENS_KEY_FILE", key_file.display().to_string()),
-    ];
-    if database.backend == Backend::Postgres
-        && let Some(redis) = redis_url()
-    {
-        env.push(("USERLENS_REDIS_URL", redis));
-        env.push((
-            "USERLENS_REDIS_KEY_PREFIX",
-            format!("userlens-e2e-{}:", rand::random::<u64>()),
-        ));
-    }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    UserlensProcess::start(
-        &[
-            "all-in-one",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--query-addr",
-            "127.0.0.1:0",
-            "--graphql-addr",
-            "127.0.0.1:0",
-            "--query-http-addr",
-            "127.0.0.1:0",
-        ],
-        &env,
-        &[
-            "otlp-grpc",
-            "otlp-http",
-            "query-grpc",
-            "query-http",
-            "graphql",
-        ],
-    )
-    .await
+    process::start_all_in_one(database, &[("USERLENS_API_KEY", KEY)], &[])
+        .await
+        .0
 }
 
 /// Three users: ada (two traces in one session, one errored, a wrapper LLM span),

@@ -29,9 +29,8 @@ use userlens_tests::otlp::{
     boolean, double, int, kv, request, resource_spans, span, span_id, string, trace_id,
     with_attributes,
 };
-use userlens_tests::process::UserlensProcess;
-use userlens_tests::stack::redis_url;
-use userlens_tests::{Backend, TestDatabase, for_each_backend};
+use userlens_tests::process::{self, UserlensProcess};
+use userlens_tests::{TestDatabase, for_each_backend};
 
 const KEY: &str = "ul_hostile_input_key";
 pub(crate) const BODY_LIMIT: usize = 65_536;
@@ -44,44 +43,14 @@ const PROMPTLY: Duration = Duration::from_secs(15);
 
 /// `userlens all-in-one` on ephemeral ports with a 64 KiB body limit.
 pub(crate) async fn start_all_in_one(database: &TestDatabase, key: &str) -> UserlensProcess {
-    let key_file = std::env::temp_dir().join(format!(
-        "userlens-hostile-{}-{}.key",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    let mut env = vec![
-        ("USERLENS_DATABASE_URL", database.url.clone()),
-        ("USERLENS_API_KEY", key.to_owned()),
-        ("USERLENS_KEY_FILE", key_file.display().to_string()),
-    ];
-    if database.backend == Backend::Postgres
-        && let Some(redis) = redis_url()
-    {
-        env.push(("USERLENS_REDIS_URL", redis));
-        env.push((
-            "USERLENS_REDIS_KEY_PREFIX",
-            format!("userlens-hostile-{}:", rand::random::<u64>()),
-        ));
-    }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    UserlensProcess::start(
-        &[
-            "all-in-one",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--query-addr",
-            "127.0.0.1:0",
-            "--graphql-addr",
-            "127.0.0.1:0",
-            "--max-body-bytes",
-            &BODY_LIMIT.to_string(),
-        ],
-        &env,
-        &["otlp-grpc", "otlp-http", "query-grpc", "graphql"],
+    let body_limit = BODY_LIMIT.to_string();
+    process::start_all_in_one(
+        database,
+        &[("USERLENS_API_KEY", key)],
+        &["--max-body-bytes", &body_limit],
     )
     .await
+    .0
 }
 
 /// POSTs a GraphQL query with the key; the status and the JSON body.

@@ -26,8 +26,8 @@ use userlens_tests::otlp::{
     double, errored, int, kv, request, resource_spans, span, span_id, string, trace_id,
     with_attributes,
 };
-use userlens_tests::process::UserlensProcess;
-use userlens_tests::stack::{CacheChoice, Stack, redis_url};
+use userlens_tests::process::{self, UserlensProcess};
+use userlens_tests::stack::{CacheChoice, Stack};
 use userlens_tests::{Backend, TestDatabase, for_each_backend};
 use userlens_users_query::convert::ns_to_timestamp;
 
@@ -1073,46 +1073,11 @@ async fn start_all_in_one(
     api_key: Option<&str>,
     rust_log: &str,
 ) -> (UserlensProcess, std::path::PathBuf) {
-    let key_file = std::env::temp_dir().join(format!(
-        "userlens-isolation-{}-{:016x}.key",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    let mut env = vec![
-        ("USERLENS_DATABASE_URL", database.url.clone()),
-        ("USERLENS_KEY_FILE", key_file.display().to_string()),
-        ("RUST_LOG", rust_log.to_owned()),
-    ];
+    let mut env = vec![("RUST_LOG", rust_log)];
     if let Some(key) = api_key {
-        env.push(("USERLENS_API_KEY", key.to_owned()));
+        env.push(("USERLENS_API_KEY", key));
     }
-    if database.backend == Backend::Postgres
-        && let Some(redis) = redis_url()
-    {
-        env.push(("USERLENS_REDIS_URL", redis));
-        env.push((
-            "USERLENS_REDIS_KEY_PREFIX",
-            format!("userlens-isolation-{:016x}:", rand::random::<u64>()),
-        ));
-    }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let process = UserlensProcess::start(
-        &[
-            "all-in-one",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--query-addr",
-            "127.0.0.1:0",
-            "--graphql-addr",
-            "127.0.0.1:0",
-        ],
-        &env,
-        &["otlp-grpc", "otlp-http", "query-grpc", "graphql"],
-    )
-    .await;
-    (process, key_file)
+    process::start_all_in_one(database, &env, &[]).await
 }
 
 async fn graphql(url: &str, authorization: Option<&str>, query: &str) -> (u16, Value) {

@@ -18,7 +18,7 @@ use userlens_proto::query::v1::users_query_service_client::UsersQueryServiceClie
 use userlens_proto::query::v1::{GetUserDetailRequest, ListUsersRequest, TimeRange};
 use userlens_storage::{DbBackend, read};
 use userlens_tests::otlp::{kv, request, resource_spans, span, span_id, string, trace_id};
-use userlens_tests::process::UserlensProcess;
+use userlens_tests::process::{self, UserlensProcess};
 use userlens_tests::stack::{CacheChoice, Stack, redis_url};
 use userlens_tests::{TestDatabase, for_each_backend};
 use userlens_users_query::ResultCache;
@@ -328,27 +328,11 @@ async fn corrupt_stored_data_is_internal_not_retryable() {
 // ---------------------------------------------------------------------------------------
 
 async fn all_in_one(database: &TestDatabase, env: &[(&str, &str)]) -> UserlensProcess {
-    let mut environment = vec![
-        ("USERLENS_DATABASE_URL", database.url.as_str()),
-        ("USERLENS_API_KEY", KEY),
-    ];
+    let mut environment = vec![("USERLENS_API_KEY", KEY)];
     environment.extend_from_slice(env);
-    UserlensProcess::start(
-        &[
-            "all-in-one",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--query-addr",
-            "127.0.0.1:0",
-            "--graphql-addr",
-            "127.0.0.1:0",
-        ],
-        &environment,
-        &["otlp-grpc", "otlp-http", "query-grpc", "graphql"],
-    )
-    .await
+    process::start_all_in_one(database, &environment, &[])
+        .await
+        .0
 }
 
 /// One HTTP/1.1 request on a fresh connection; the status code of the answer.

@@ -11,6 +11,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+use crate::stack::redis_url;
+use crate::{Backend, TestDatabase};
+
 /// Path of the `userlens` binary next to the test executable, built from the current
 /// sources once per test run (cargo does nothing when it is up to date), so a process test
 /// never runs a binary left over from other sources.
@@ -211,4 +214,56 @@ fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
     let name = field("listener=")?;
     let addr = field("addr=")?.parse().ok()?;
     Some((name, addr))
+}
+
+/// `userlens all-in-one` on ephemeral loopback ports (every listener, the query role's
+/// `/metrics` included) over `database`, with a key file of its own and, next to
+/// PostgreSQL, Redis under a key prefix of its own. `env` and `args` come on top; the key
+/// file's path is returned with the process (it exists only when all-in-one made a key).
+pub async fn start_all_in_one(
+    database: &TestDatabase,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (UserlensProcess, PathBuf) {
+    let tag = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+    let key_file = std::env::temp_dir().join(format!("userlens-test-{tag}.key"));
+    let mut owned_env = vec![
+        ("USERLENS_DATABASE_URL", database.url.clone()),
+        ("USERLENS_KEY_FILE", key_file.display().to_string()),
+    ];
+    if database.backend == Backend::Postgres
+        && let Some(redis) = redis_url()
+    {
+        owned_env.push(("USERLENS_REDIS_URL", redis));
+        owned_env.push(("USERLENS_REDIS_KEY_PREFIX", format!("userlens-test-{tag}:")));
+    }
+    let mut all_env: Vec<(&str, &str)> = owned_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all_env.extend_from_slice(env);
+    let mut all_args = vec![
+        "all-in-one",
+        "--otlp-grpc-addr",
+        "127.0.0.1:0",
+        "--otlp-http-addr",
+        "127.0.0.1:0",
+        "--query-addr",
+        "127.0.0.1:0",
+        "--query-http-addr",
+        "127.0.0.1:0",
+        "--graphql-addr",
+        "127.0.0.1:0",
+    ];
+    all_args.extend_from_slice(args);
+    let process = UserlensProcess::start(
+        &all_args,
+        &all_env,
+        &[
+            "otlp-grpc",
+            "otlp-http",
+            "query-grpc",
+            "query-http",
+            "graphql",
+        ],
+    )
+    .await;
+    (process, key_file)
 }
