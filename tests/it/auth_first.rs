@@ -6,12 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use futures::StreamExt;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 use userlens_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use userlens_proto::ingest::v1::{BatchOutcome, SpanBatch};
@@ -20,6 +20,7 @@ use userlens_storage::keys;
 use userlens_tests::faults_support::counter;
 use userlens_tests::otlp::{resource_spans, span, span_id, trace_id};
 use userlens_tests::process::{self, UserlensProcess};
+use userlens_tests::raw_grpc::RawCodec;
 use userlens_tests::{TestDatabase, for_each_backend};
 
 const KEY: &str = "ul_auth_first_test_key_0001";
@@ -40,41 +41,6 @@ const QUERY_RPCS: [&str; 6] = [
     "/userlens.query.v1.UsersQueryService/GetBreakdowns",
     "/userlens.query.v1.UsersQueryService/CheckKey",
 ];
-
-/// Sends and receives messages as the bytes they are: the test controls every byte of a
-/// message, however large or broken.
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Self::Error> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
 
 /// An `ExportTraceServiceRequest` (also a valid `SpanBatch` body) of `count` empty spans in
 /// one scope, encoded by hand: building 8M `Span` values would cost the test gigabytes.
@@ -137,7 +103,7 @@ async fn raw_unary(
     grpc.unary(
         raw_request(message, authorization),
         tonic::codegen::http::uri::PathAndQuery::from_static(path),
-        RawCodec,
+        RawCodec::default(),
     )
     .await
     .map(tonic::Response::into_inner)
@@ -159,7 +125,7 @@ async fn raw_stream(
         .streaming(
             raw_request(outbound, authorization),
             tonic::codegen::http::uri::PathAndQuery::from_static(STREAM_SPANS),
-            RawCodec,
+            RawCodec::default(),
         )
         .await?;
     response.into_inner().message().await

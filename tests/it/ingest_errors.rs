@@ -4,14 +4,12 @@
 use std::io::Write;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
 use sea_orm::{ConnectionTrait, TransactionTrait};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Request, Status};
 use userlens_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use userlens_proto::ingest::v1::{AnnotateTraceRequest, BatchOutcome, IssueAnnotation, SpanBatch};
@@ -20,6 +18,7 @@ use userlens_tests::otlp::{
     errored, int, kv, request, resource_spans, span, span_id, string, trace_id, with_attributes,
 };
 use userlens_tests::process::UserlensProcess;
+use userlens_tests::raw_grpc::RawCodec;
 use userlens_tests::{TestDatabase, for_each_backend};
 
 const KEY: &str = "ul_errors_test_key_0123456789";
@@ -261,40 +260,6 @@ async fn http_bad_input_gets_its_documented_status() {
     });
 }
 
-/// Sends raw bytes as the request message, to reach the server's decoding.
-#[derive(Clone, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
-    }
-}
-
 async fn raw_export(addr: std::net::SocketAddr, body: Vec<u8>) -> Result<Vec<u8>, Status> {
     let channel = tonic::transport::Endpoint::new(format!("http://{addr}"))
         .expect("endpoint")
@@ -311,7 +276,7 @@ async fn raw_export(addr: std::net::SocketAddr, body: Vec<u8>) -> Result<Vec<u8>
     let path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
         .parse()
         .expect("path");
-    grpc.unary(request, path, RawCodec)
+    grpc.unary(request, path, RawCodec::default())
         .await
         .map(|r| r.into_inner())
 }

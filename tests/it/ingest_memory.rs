@@ -6,11 +6,10 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use sea_orm::{ConnectionTrait, TransactionTrait};
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::CompressionEncoding;
 use tonic::{Code, Request, Status};
 use userlens_datagen::{Dataset, DatasetSpec, span_count};
 use userlens_proto::ingest::v1::{BatchAck, BatchOutcome, SpanBatch};
@@ -19,6 +18,7 @@ use userlens_tests::otlp::{
     kv, request, resource_spans, span, span_id, string, trace_id, with_attributes,
 };
 use userlens_tests::process::UserlensProcess;
+use userlens_tests::raw_grpc::RawCodec;
 use userlens_tests::{Backend, TestDatabase, for_each_backend};
 
 const KEY: &str = "ul_memory_test_key_0123";
@@ -101,39 +101,6 @@ fn gzip(body: &[u8]) -> Vec<u8> {
     encoder.finish().expect("gzip")
 }
 
-#[derive(Clone, Copy)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
-    }
-}
-
 async fn raw_grpc(addr: std::net::SocketAddr) -> tonic::client::Grpc<tonic::transport::Channel> {
     let channel = tonic::transport::Endpoint::new(format!("http://{addr}"))
         .expect("endpoint")
@@ -160,7 +127,7 @@ async fn raw_export(addr: std::net::SocketAddr, body: Vec<u8>) -> Result<Vec<u8>
     grpc.unary(
         authorized(body),
         EXPORT_PATH.parse().expect("path"),
-        RawCodec,
+        RawCodec::default(),
     )
     .await
     .map(|r| r.into_inner())
@@ -262,7 +229,7 @@ async fn eight_million_empty_spans_with_a_valid_key_are_refused_before_decoding(
             .streaming(
                 authorized(outbound),
                 STREAM_PATH.parse().expect("path"),
-                RawCodec,
+                RawCodec::default(),
             )
             .await
             .expect("stream opens")
@@ -547,7 +514,7 @@ async fn a_bad_batch_ends_the_stream_after_the_acks_of_the_batches_being_written
             .streaming(
                 authorized(outbound),
                 STREAM_PATH.parse().expect("path"),
-                RawCodec,
+                RawCodec::default(),
             )
             .await
             .expect("stream opens")
@@ -617,7 +584,7 @@ async fn a_stream_that_reads_no_acks_blocks_neither_other_clients_nor_shutdown()
             .streaming(
                 authorized(outbound),
                 STREAM_PATH.parse().expect("path"),
-                RawCodec,
+                RawCodec::default(),
             )
             .await
             .expect("stream opens");

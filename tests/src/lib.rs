@@ -8,6 +8,7 @@ pub mod faults_support;
 pub mod otlp;
 pub mod process;
 pub mod proxy;
+pub mod raw_grpc;
 pub mod stack;
 
 use std::path::PathBuf;
