@@ -48,15 +48,6 @@ pub enum Encoding {
     Json,
 }
 
-/// google.rpc.Status, the body OTLP/HTTP error responses carry.
-#[derive(Clone, PartialEq, Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
-
 async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     let encoding = match request_encoding(&headers) {
         Ok(encoding) => encoding,
@@ -448,9 +439,11 @@ fn success_response(outcome: ExportOutcome, encoding: Encoding) -> Response {
 }
 
 fn error_response(error: &IngestError, encoding: Encoding) -> Response {
-    let status = RpcStatus {
+    // The body OTLP/HTTP error responses carry.
+    let status = tonic_types::Status {
         code: error.to_status().code() as i32,
         message: error.to_string(),
+        details: Vec::new(),
     };
     let mut response = match encoding {
         Encoding::Protobuf => (

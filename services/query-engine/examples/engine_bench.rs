@@ -5,7 +5,7 @@
 //!     --traces 1000000 --users 50000 [--seed 7] [--runs 50]
 //! ```
 //!
-//! The data follows the shape of the PERF-FACTS measurements: Zipf-like user activity (top
+//! The data has the shape of a real LLM application's traffic: Zipf-like user activity (top
 //! user ≈ 8 % of traces), ≈ 8 % anonymous traces, sessions of 1–10 traces, 5–12 % errored
 //! traces, 30 days, 1–3 models per trace, some tools, issues and behaviours.
 

@@ -143,11 +143,15 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// sqlx opens PostgreSQL TCP connections without `TCP_NODELAY` and offers no hook to set
-/// it. A statement larger than one segment then waits for the server's delayed ACK before
-/// its last segment leaves (about 40 ms per large write on Linux), which caps bulk writes.
-/// After each new connection, every TCP socket of the process gets `TCP_NODELAY` (the
-/// servers of userlens want it on theirs too).
+/// sqlx 0.9.0 opens PostgreSQL TCP connections without `TCP_NODELAY` and offers no hook to
+/// set it: it set the option from 0.7.4 (launchbadge/sqlx#3055), 0.9.0 lost it
+/// (launchbadge/sqlx#4022, reported as launchbadge/sqlx#4335), and the fix
+/// (launchbadge/sqlx#4336) is merged but not in a release yet; 0.9.0 is the newest on
+/// crates.io. A statement larger than one segment then waits for the server's delayed ACK
+/// before its last segment leaves (about 40 ms per large write on Linux), which caps bulk
+/// writes. After each new connection, every TCP socket of the process gets `TCP_NODELAY`
+/// (the servers of userlens want it on theirs too). Delete this module once the sqlx that
+/// sea-orm uses is a release holding #4336.
 mod tcp_nodelay {
     #[cfg(target_os = "linux")]
     pub fn enable_on_open_sockets() {

@@ -59,7 +59,7 @@ impl Sums {
     }
 }
 
-/// Derives one trace from all of its spans. `spans` must not be empty.
+/// Derives one trace from all of its spans; `None` when `spans` is empty.
 pub fn derive_trace(
     trace_id: [u8; 16],
     spans: &[StoredSpan],
