@@ -146,15 +146,6 @@ type BodyCase = (
     i32,
 );
 
-/// google.rpc.Status, the body of OTLP/HTTP protobuf errors.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
-
 fn nested(depth: usize) -> AnyValue {
     let mut value = string("leaf");
     for level in 0..depth {
@@ -330,7 +321,7 @@ async fn hostile_http_bodies_are_refused_and_ingest_keeps_serving() {
                 let body: Json = serde_json::from_slice(&bytes).expect("a JSON status");
                 body["code"].as_i64().map(|c| c as i32)
             } else {
-                RpcStatus::decode(bytes).ok().map(|s| s.code)
+                tonic_types::Status::decode(bytes).ok().map(|s| s.code)
             };
             assert_eq!(reported, Some(code), "{case}");
 
