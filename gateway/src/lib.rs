@@ -9,7 +9,9 @@
 //! `authorization` metadata; without one the answer is HTTP 401 with a GraphQL error of code
 //! `UNAUTHENTICATED`, and users-query is never called.
 
+mod analytics;
 mod client;
+mod export;
 mod error;
 mod http;
 mod metrics;
