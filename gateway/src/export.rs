@@ -169,7 +169,8 @@ fn direction_of(value: &str) -> Result<OrderDirection, GatewayError> {
 /// users-query mid-stream ends the body with an error, so the client sees a cut transfer
 /// instead of a short file that looks complete.
 pub(crate) fn body(chunks: tonic::Streaming<pb::ExportUsersChunk>) -> Body {
-    let header = futures::stream::once(async { Ok::<_, tonic::Status>(HEADER_ROW.as_bytes().to_vec()) });
+    let header =
+        futures::stream::once(async { Ok::<_, tonic::Status>(HEADER_ROW.as_bytes().to_vec()) });
     let rows = chunks.map(|chunk| {
         let chunk = chunk?;
         let mut out = Vec::with_capacity(chunk.users.len() * 160);

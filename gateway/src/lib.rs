@@ -11,8 +11,8 @@
 
 mod analytics;
 mod client;
-mod export;
 mod error;
+mod export;
 mod http;
 mod metrics;
 mod model;

@@ -7,9 +7,7 @@
 use async_graphql::{Context, InputType, Lookahead, Object, SelectionField};
 use userlens_proto::query::v1 as pb;
 
-use crate::analytics::{
-    ActiveUsers, PeriodUnit, Retention, UserFilter, retention_periods,
-};
+use crate::analytics::{ActiveUsers, PeriodUnit, Retention, UserFilter, retention_periods};
 use crate::client::{Credentials, QueryClient};
 use crate::error::GatewayError;
 use crate::model::{
@@ -22,7 +20,9 @@ const MAX_SEARCH_CHARS: usize = 500;
 
 pub struct QueryRoot;
 
-pub(crate) fn deps<'a>(ctx: &Context<'a>) -> Result<(&'a QueryClient, &'a Credentials), GatewayError> {
+pub(crate) fn deps<'a>(
+    ctx: &Context<'a>,
+) -> Result<(&'a QueryClient, &'a Credentials), GatewayError> {
     let client = ctx
         .data::<QueryClient>()
         .map_err(|_| GatewayError::Internal("schema built without a users-query client".into()))?;

@@ -29,8 +29,8 @@ pub use api::{
     SessionsRequest, TimeRange, TokenUsage, ToolBreakdown, UserBehaviour, UserDetail, UserFilter,
     UserIssue, UserOrder, UserOrderField, UserRow, UsersPage, UsersRequest,
 };
-pub use query::{UsersExport, previous_period};
 pub use error::QueryError;
+pub use query::{UsersExport, previous_period};
 pub use row::{IssueLink, ModelUsage, ToolUsage, TraceRow};
 pub use snapshot::Snapshot;
 pub use validate::MAX_SERIES_PER_REQUEST;

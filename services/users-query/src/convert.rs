@@ -563,4 +563,3 @@ mod tests {
         assert_eq!(date_of_day(20_416), "2025-11-24");
     }
 }
-

@@ -12,16 +12,18 @@ use crate::validate;
 impl Snapshot {
     /// One point per window from the one holding `from` to the one holding the last instant
     /// before `to`, zero-filled, and the range's stickiness. O(rows in range).
-    pub fn active_users(&self, range: TimeRange, window: PeriodUnit) -> Result<ActiveUsers, QueryError> {
+    pub fn active_users(
+        &self,
+        range: TimeRange,
+        window: PeriodUnit,
+    ) -> Result<ActiveUsers, QueryError> {
         let range = validate::range(range)?;
         let (first_window, last_window) = periods_touching(window, range);
         let window_count = last_window - first_window + 1;
         if window_count > MAX_PERIODS_IN_RANGE {
             return Err(QueryError::invalid(
                 "range",
-                format!(
-                    "holds {window_count} windows, at most {MAX_PERIODS_IN_RANGE} are allowed"
-                ),
+                format!("holds {window_count} windows, at most {MAX_PERIODS_IN_RANGE} are allowed"),
             ));
         }
         let (first_day, last_day) = periods_touching(PeriodUnit::Day, range);
@@ -33,7 +35,15 @@ impl Snapshot {
             })
             .collect();
         let (unique_users, user_days) = with_scratch(|scratch| {
-            self.count_active(scratch, range, window, first_window, &mut points, first_day, day_count)
+            self.count_active(
+                scratch,
+                range,
+                window,
+                first_window,
+                &mut points,
+                first_day,
+                day_count,
+            )
         });
         let mean_daily_users = user_days as f64 / day_count as f64;
         let stickiness = if unique_users == 0 {

@@ -36,7 +36,10 @@ pub(crate) fn period_start(unit: PeriodUnit, period: i64) -> i128 {
 
 /// The numbers of the first and last period intersecting `range`.
 pub(crate) fn periods_touching(unit: PeriodUnit, range: TimeRange) -> (i64, i64) {
-    (period_of(unit, range.from_ns), period_of(unit, range.to_ns - 1))
+    (
+        period_of(unit, range.from_ns),
+        period_of(unit, range.to_ns - 1),
+    )
 }
 
 /// The numbers of the first and last period that start in `range`; `first > last` when
@@ -60,9 +63,8 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let era = year.div_euclid(400);
     let year_of_era = year - era * 400;
     let month = i64::from(month);
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5
-        + i64::from(day)
-        - 1;
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
 }
@@ -90,7 +92,9 @@ mod tests {
 
     #[test]
     fn civil_dates_round_trip() {
-        for day in [-800_000, -719_468, -1, 0, 1, 59, 60, 10_957, 20_513, 2_932_896] {
+        for day in [
+            -800_000, -719_468, -1, 0, 1, 59, 60, 10_957, 20_513, 2_932_896,
+        ] {
             let (y, m, d) = civil_from_days(day);
             assert_eq!(days_from_civil(y, m, d), day, "{day}");
         }
@@ -120,7 +124,10 @@ mod tests {
         let march_2026 = 20_513 * D;
         let month = period_of(PeriodUnit::Month, march_2026);
         assert_eq!(month, (2026 - 1970) * 12 + 2);
-        assert_eq!(period_start(PeriodUnit::Month, month), i128::from(march_2026));
+        assert_eq!(
+            period_start(PeriodUnit::Month, month),
+            i128::from(march_2026)
+        );
         assert_eq!(
             period_start(PeriodUnit::Month, month + 1),
             i128::from(march_2026 + 31 * D)

@@ -117,11 +117,8 @@ impl Snapshot {
                 })
                 .collect()
         };
-        let lookup = |value: &Option<String>| {
-            value
-                .as_deref()
-                .map(|v| self.names.get(v).unwrap_or(NO_ID))
-        };
+        let lookup =
+            |value: &Option<String>| value.as_deref().map(|v| self.names.get(v).unwrap_or(NO_ID));
         Ok(CompiledFilter {
             min_cost_nano: cost_bound("filter.min_cost_sum", filter.min_cost_sum)?,
             max_cost_nano: cost_bound("filter.max_cost_sum", filter.max_cost_sum)?,

@@ -17,7 +17,10 @@ impl Snapshot {
     ///
     /// O(users) to place users in cohorts, plus, per cohort user, one binary search over
     /// their own traces for each period they were active in.
-    pub fn retention(&self, request: &RetentionRequest) -> Result<Vec<RetentionCohort>, QueryError> {
+    pub fn retention(
+        &self,
+        request: &RetentionRequest,
+    ) -> Result<Vec<RetentionCohort>, QueryError> {
         let range = validate::range(request.range)?;
         let periods = request.periods;
         if !(1..=MAX_RETENTION_PERIODS).contains(&periods) {

@@ -11,9 +11,9 @@ use crate::api::{
 use crate::cursor::{self, UsersCursor, UsersKey};
 use crate::error::QueryError;
 use crate::extras::Extras;
-use crate::query::periods::previous_period;
 use crate::intern::NO_ID;
 use crate::numbers::{average_usd, float_key, median_of_median2, median2, median2_usd, ratio, usd};
+use crate::query::periods::previous_period;
 use crate::scratch::{Scratch, with_scratch};
 use crate::snapshot::{ANONYMOUS, Snapshot, window};
 use crate::time::trend_slice;
