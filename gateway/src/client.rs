@@ -259,6 +259,71 @@ impl QueryClient {
         .await
     }
 
+    pub(crate) async fn previous_period_overview(
+        &self,
+        credentials: &Credentials,
+        request: pb::GetUsersOverviewRequest,
+    ) -> Result<pb::PeriodOverview, GatewayError> {
+        self.call(
+            Rpc::GetPreviousPeriodOverview,
+            credentials,
+            request,
+            |mut c, r| async move { c.get_previous_period_overview(r).await },
+        )
+        .await
+    }
+
+    pub(crate) async fn retention(
+        &self,
+        credentials: &Credentials,
+        request: pb::GetRetentionRequest,
+    ) -> Result<pb::Retention, GatewayError> {
+        self.call(
+            Rpc::GetRetention,
+            credentials,
+            request,
+            |mut c, r| async move { c.get_retention(r).await },
+        )
+        .await
+    }
+
+    pub(crate) async fn active_users(
+        &self,
+        credentials: &Credentials,
+        request: pb::GetActiveUsersRequest,
+    ) -> Result<pb::ActiveUsers, GatewayError> {
+        self.call(
+            Rpc::GetActiveUsers,
+            credentials,
+            request,
+            |mut c, r| async move { c.get_active_users(r).await },
+        )
+        .await
+    }
+
+    /// Starts an export: the answer (or the refusal of its arguments) arrives within the
+    /// per-call deadline; the rows then stream for as long as the reader takes them.
+    pub(crate) async fn export_users(
+        &self,
+        credentials: &Credentials,
+        request: pb::ListUsersRequest,
+    ) -> Result<tonic::Streaming<pb::ExportUsersChunk>, GatewayError> {
+        let mut message = tonic::Request::new(request);
+        message
+            .metadata_mut()
+            .insert("authorization", credentials.0.clone());
+        let started = Instant::now();
+        let mut service = self.service();
+        let outcome = tokio::time::timeout(self.request_timeout, service.export_users(message))
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("users-query deadline")));
+        self.metrics
+            .record_call(Rpc::ExportUsers, started.elapsed(), outcome.is_ok());
+        outcome
+            .map(tonic::Response::into_inner)
+            .map_err(|status| GatewayError::from_status(Rpc::ExportUsers.name(), status))
+    }
+
     /// Whether users-query's grpc.health service reports it serving.
     pub(crate) async fn is_serving(&self) -> bool {
         let mut health = HealthClient::new(self.channel.clone());

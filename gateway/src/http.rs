@@ -1,4 +1,5 @@
-//! HTTP routes: `POST /graphql`, GraphiQL on `GET /graphql`, `/healthz`, `/metrics`.
+//! HTTP routes: `POST /graphql`, GraphiQL on `GET /graphql`, `/healthz`, `/metrics`,
+//! `GET /export/users.csv`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use async_graphql_axum::GraphQLRequest;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
-use axum::http::header::{ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE};
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -60,6 +61,7 @@ pub(crate) fn router(
         .route("/graphql", get(graphiql).post(graphql))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .route("/export/users.csv", get(export_users_csv))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(finish_refusal))
         .layer(TraceLayer::new_for_http())
@@ -305,6 +307,45 @@ async fn graphql(
     let mut response = schema.execute(request.data(credentials)).await;
     let status = classify_errors(&mut response, &state.metrics);
     render(wants_graphql_json(&headers), status, &response)
+}
+
+/// `GET /export/users.csv`: the arguments are checked and users-query has accepted them
+/// before the 200 is sent; the rows then stream. Refusals are HTTP 400 (401 for the key)
+/// with a GraphQL error body, like `/graphql`'s.
+async fn export_users_csv(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Authorized(credentials): Authorized,
+    uri: axum::http::Uri,
+) -> Response {
+    let refuse = |error: GatewayError| {
+        let status = match error.code() {
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::BadUserInput => StatusCode::BAD_REQUEST,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        render(
+            wants_graphql_json(&headers),
+            status,
+            &failure(&state, error),
+        )
+    };
+    let request = match crate::export::parse_request(uri.query()) {
+        Ok(request) => request,
+        Err(error) => return refuse(error),
+    };
+    match state.client.export_users(&credentials, request).await {
+        Ok(chunks) => (
+            [
+                (CONTENT_TYPE, crate::export::CSV_CONTENT_TYPE),
+                (CONTENT_DISPOSITION, crate::export::CSV_DISPOSITION),
+            ],
+            crate::export::body(chunks),
+        )
+            .into_response(),
+        Err(error) => refuse(error),
+    }
 }
 
 fn failure(state: &AppState, error: GatewayError) -> async_graphql::Response {

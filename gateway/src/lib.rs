@@ -9,8 +9,10 @@
 //! `authorization` metadata; without one the answer is HTTP 401 with a GraphQL error of code
 //! `UNAUTHENTICATED`, and users-query is never called.
 
+mod analytics;
 mod client;
 mod error;
+mod export;
 mod http;
 mod metrics;
 mod model;

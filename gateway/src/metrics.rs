@@ -16,10 +16,14 @@ pub(crate) enum Rpc {
     GetBreakdowns,
     HealthCheck,
     CheckKey,
+    GetPreviousPeriodOverview,
+    GetRetention,
+    GetActiveUsers,
+    ExportUsers,
 }
 
 impl Rpc {
-    const ALL: [Rpc; 7] = [
+    const ALL: [Rpc; 11] = [
         Rpc::GetUsersOverview,
         Rpc::ListUsers,
         Rpc::GetUserDetail,
@@ -27,6 +31,10 @@ impl Rpc {
         Rpc::GetBreakdowns,
         Rpc::HealthCheck,
         Rpc::CheckKey,
+        Rpc::GetPreviousPeriodOverview,
+        Rpc::GetRetention,
+        Rpc::GetActiveUsers,
+        Rpc::ExportUsers,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -38,6 +46,10 @@ impl Rpc {
             Rpc::GetBreakdowns => "GetBreakdowns",
             Rpc::HealthCheck => "grpc.health.v1.Health/Check",
             Rpc::CheckKey => "CheckKey",
+            Rpc::GetPreviousPeriodOverview => "GetPreviousPeriodOverview",
+            Rpc::GetRetention => "GetRetention",
+            Rpc::GetActiveUsers => "GetActiveUsers",
+            Rpc::ExportUsers => "ExportUsers",
         }
     }
 

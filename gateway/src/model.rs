@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use async_graphql::{ComplexObject, Enum, InputObject, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject};
 use userlens_proto::query::v1 as pb;
 
+use crate::analytics::{PeriodOverview, PeriodTotals};
 use crate::error::GatewayError;
 use crate::scalars::{BigInt, Date, DateTime, saturating_int};
 
@@ -170,11 +171,15 @@ fn required_time(
 
 /// Users, traces and sessions in a time range.
 #[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
 pub struct UsersOverview {
     /// Users with at least one trace in range.
     pub unique_users: i32,
     /// Users whose first trace ever falls in range.
     pub new_users: i32,
+    /// Users with a trace in range whose first trace ever is before it
+    /// (`uniqueUsers = newUsers + returningUsers`).
+    pub returning_users: i32,
     /// All traces in range.
     pub traces: i32,
     /// Traces in range that have a user.
@@ -190,16 +195,41 @@ pub struct UsersOverview {
     /// Mean over unique users of their session count in range.
     pub sessions_per_user: f64,
     pub histogram: ActivityHistogram,
+    /// The range asked for, for `previousPeriod`.
+    #[graphql(skip)]
+    pub range: TimeRangeInput,
 }
 
-impl TryFrom<pb::UsersOverview> for UsersOverview {
-    type Error = GatewayError;
+#[ComplexObject]
+impl UsersOverview {
+    /// The same figures, but the histogram, for the equal-length period right before the
+    /// range: `[from − (to − from), from)`.
+    #[graphql(complexity = "RPC_COMPLEXITY + child_complexity")]
+    async fn previous_period(&self, ctx: &Context<'_>) -> async_graphql::Result<PeriodOverview> {
+        let (client, credentials) = crate::query::deps(ctx)?;
+        let previous = client
+            .previous_period_overview(
+                credentials,
+                pb::GetUsersOverviewRequest {
+                    range: Some(self.range.to_proto()),
+                },
+            )
+            .await?;
+        Ok(PeriodOverview::try_from(previous)?)
+    }
+}
 
-    fn try_from(overview: pb::UsersOverview) -> Result<Self, GatewayError> {
+impl UsersOverview {
+    pub(crate) fn from_proto(
+        overview: pb::UsersOverview,
+        range: TimeRangeInput,
+    ) -> Result<Self, GatewayError> {
         let histogram = overview.histogram.unwrap_or_default();
         Ok(UsersOverview {
+            range,
             unique_users: saturating_int(overview.unique_users),
             new_users: saturating_int(overview.new_users),
+            returning_users: saturating_int(overview.returning_users),
             traces: saturating_int(overview.traces),
             traces_with_user: saturating_int(overview.traces_with_user),
             user_trace_share: overview.user_trace_share,
@@ -317,6 +347,8 @@ pub struct UserRow {
     pub tokens: TokenUsage,
     #[graphql(skip)]
     pub trends: Vec<pb::Trend>,
+    #[graphql(skip)]
+    pub previous_period: Option<pb::PeriodTotals>,
 }
 
 #[ComplexObject]
@@ -337,6 +369,15 @@ impl UserRow {
             })?;
         Ok(trend.counts.iter().copied().map(saturating_int).collect())
     }
+
+    /// The user's trace count and cost sum in the equal-length period right before the
+    /// range (0 and 0.0 when they had none there).
+    async fn previous_period(&self) -> async_graphql::Result<PeriodTotals> {
+        let totals = self.previous_period.ok_or_else(|| {
+            GatewayError::Internal("users-query sent no previous-period totals".into())
+        })?;
+        Ok(PeriodTotals::from(totals))
+    }
 }
 
 impl TryFrom<pb::UserRow> for UserRow {
@@ -355,6 +396,7 @@ impl TryFrom<pb::UserRow> for UserRow {
             cost: row.cost.into(),
             tokens: row.tokens.into(),
             trends: row.trends,
+            previous_period: row.previous_period,
         })
     }
 }

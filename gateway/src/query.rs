@@ -7,6 +7,7 @@
 use async_graphql::{Context, InputType, Lookahead, Object, SelectionField};
 use userlens_proto::query::v1 as pb;
 
+use crate::analytics::{ActiveUsers, PeriodUnit, Retention, UserFilter, retention_periods};
 use crate::client::{Credentials, QueryClient};
 use crate::error::GatewayError;
 use crate::model::{
@@ -19,7 +20,9 @@ const MAX_SEARCH_CHARS: usize = 500;
 
 pub struct QueryRoot;
 
-fn deps<'a>(ctx: &Context<'a>) -> Result<(&'a QueryClient, &'a Credentials), GatewayError> {
+pub(crate) fn deps<'a>(
+    ctx: &Context<'a>,
+) -> Result<(&'a QueryClient, &'a Credentials), GatewayError> {
     let client = ctx
         .data::<QueryClient>()
         .map_err(|_| GatewayError::Internal("schema built without a users-query client".into()))?;
@@ -42,7 +45,7 @@ fn page_size(first: Option<i32>) -> Result<u32, GatewayError> {
     }
 }
 
-fn search_text(search: Option<String>) -> Result<String, GatewayError> {
+pub(crate) fn search_text(search: Option<String>) -> Result<String, GatewayError> {
     let search = search.unwrap_or_default();
     let trimmed = search.trim();
     let chars = trimmed.chars().count();
@@ -133,6 +136,16 @@ fn requested_trend_buckets(users: &Lookahead<'_>) -> Result<Vec<u32>, GatewayErr
     )
 }
 
+/// Whether any row of the page selects `previousPeriod`.
+fn previous_period_requested(users: &Lookahead<'_>) -> bool {
+    users
+        .field("edges")
+        .field("node")
+        .field("previousPeriod")
+        .exists()
+        || users.field("nodes").field("previousPeriod").exists()
+}
+
 /// Every `activity(days:)` selected on a user detail.
 fn requested_activity_days(detail: &Lookahead<'_>) -> Result<Vec<u32>, GatewayError> {
     capped_series(
@@ -175,7 +188,7 @@ impl QueryRoot {
                 },
             )
             .await?;
-        Ok(UsersOverview::try_from(overview)?)
+        Ok(UsersOverview::from_proto(overview, range)?)
     }
 
     /// One page of the users with a trace in `range`. `search`: case-insensitive substring of
@@ -191,11 +204,14 @@ impl QueryRoot {
         order_by: Option<UserOrder>,
         #[graphql(default = 50)] first: Option<i32>,
         after: Option<String>,
+        filter: Option<UserFilter>,
     ) -> async_graphql::Result<UserConnection> {
         let range = range.validated("range")?;
         let search = search_text(search)?;
         let first = page_size(first)?;
+        let filter = filter.map(|f| f.to_proto()).transpose()?;
         let trend_buckets = requested_trend_buckets(&ctx.look_ahead())?;
+        let previous_period = previous_period_requested(&ctx.look_ahead());
         let (order_field, order_direction) = UserOrder::to_proto(order_by);
         let (client, credentials) = deps(ctx)?;
         let page = client
@@ -209,10 +225,64 @@ impl QueryRoot {
                     first: Some(first),
                     after: after.unwrap_or_default(),
                     trend_buckets,
+                    filter,
+                    previous_period,
                 },
             )
             .await?;
         Ok(UserConnection::try_from(page)?)
+    }
+
+    /// Retention cohorts: the users whose first trace ever falls in each `cohort` period
+    /// starting in `range`, oldest first, and how many of them had a trace in each of the
+    /// `periods` periods from their own on (1–60). UTC; weeks start on Monday. Periods not
+    /// yet started are left out. At most 400 cohort periods in `range`.
+    #[graphql(complexity = "RPC_COMPLEXITY + child_complexity")]
+    async fn retention(
+        &self,
+        ctx: &Context<'_>,
+        range: TimeRangeInput,
+        cohort: PeriodUnit,
+        #[graphql(default = 8)] periods: Option<i32>,
+    ) -> async_graphql::Result<Retention> {
+        let range = range.validated("range")?;
+        let periods = retention_periods(periods)?;
+        let (client, credentials) = deps(ctx)?;
+        let retention = client
+            .retention(
+                credentials,
+                pb::GetRetentionRequest {
+                    range: Some(range.to_proto()),
+                    cohort: cohort.to_proto().into(),
+                    periods: Some(periods),
+                },
+            )
+            .await?;
+        Ok(Retention::try_from(retention)?)
+    }
+
+    /// Distinct users with a trace per `window` (UTC days, ISO weeks, calendar months) from
+    /// the window holding `range.from` to the one holding the last instant before
+    /// `range.to` (at most 400), and the range's stickiness.
+    #[graphql(complexity = "RPC_COMPLEXITY + child_complexity")]
+    async fn active_users(
+        &self,
+        ctx: &Context<'_>,
+        range: TimeRangeInput,
+        window: PeriodUnit,
+    ) -> async_graphql::Result<ActiveUsers> {
+        let range = range.validated("range")?;
+        let (client, credentials) = deps(ctx)?;
+        let active = client
+            .active_users(
+                credentials,
+                pb::GetActiveUsersRequest {
+                    range: Some(range.to_proto()),
+                    window: window.to_proto().into(),
+                },
+            )
+            .await?;
+        Ok(ActiveUsers::try_from(active)?)
     }
 
     /// A user's lifetime profile; null when the user has no trace.

@@ -1,6 +1,7 @@
 //! Integration tests of userlens: real servers on ephemeral ports, real databases.
 
 mod aliases;
+mod analytics;
 mod auth_first;
 mod compose;
 mod derivation;

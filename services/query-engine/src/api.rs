@@ -123,6 +123,10 @@ pub struct UsersRequest {
     pub after: Option<String>,
     /// One trend per entry (each 1–60 slices), in the same order in every row.
     pub trend_buckets: Vec<u32>,
+    /// Conditions a user must meet to be listed (SPEC §4.8); the default lists every user.
+    pub filter: UserFilter,
+    /// Whether each row carries its user's totals in the previous period (SPEC §4.8).
+    pub previous_period: bool,
 }
 
 impl UsersRequest {
@@ -135,6 +139,8 @@ impl UsersRequest {
             first: 50,
             after: None,
             trend_buckets: vec![14],
+            filter: UserFilter::default(),
+            previous_period: false,
         }
     }
 }
@@ -165,7 +171,95 @@ pub struct UserRow {
     pub tokens: TokenUsage,
     /// One trace-count series per requested trend, oldest slice first.
     pub trends: Vec<Vec<u64>>,
+    /// The user's totals in the previous period, when the request asked for them.
+    pub previous_period: Option<PeriodTotals>,
     pub cursor: String,
+}
+
+/// A user's trace count and cost sum in one window (0 and 0.0 when they had none there).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PeriodTotals {
+    pub traces: u64,
+    pub cost_sum: f64,
+}
+
+/// Conditions on the users of a users table (SPEC §4.8). They combine with AND, the values
+/// of one list with OR; an empty list or `None` is no condition.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UserFilter {
+    /// Inclusive lower bound on the user's cost sum in range, USD.
+    pub min_cost_sum: Option<f64>,
+    /// Inclusive upper bound on the user's cost sum in range, USD.
+    pub max_cost_sum: Option<f64>,
+    /// At least one errored session in range.
+    pub errored_only: bool,
+    /// A leaf LLM call in range with one of these models.
+    pub models: Vec<String>,
+    /// A leaf LLM call in range with one of these providers.
+    pub providers: Vec<String>,
+    /// A tool span in range with one of these tools.
+    pub tools: Vec<String>,
+    /// A trace in range linked to this issue.
+    pub issue_id: Option<String>,
+    /// A trace in range that exhibited this behaviour.
+    pub behaviour: Option<String>,
+    /// The user's lifetime email is (`true`) or is not (`false`) present.
+    pub has_email: Option<bool>,
+}
+
+impl UserFilter {
+    /// Whether the filter lets every user through.
+    pub fn is_empty(&self) -> bool {
+        self == &UserFilter::default()
+    }
+}
+
+/// Calendar periods of cohorts and active-user windows: UTC days, ISO weeks (Monday 00:00
+/// UTC) or calendar months.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeriodUnit {
+    Day,
+    Week,
+    Month,
+}
+
+/// Retention cohorts (SPEC §4.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionRequest {
+    pub range: TimeRange,
+    pub cohort: PeriodUnit,
+    /// Periods followed per cohort, 1–60; period 0 is the cohort's own.
+    pub periods: u32,
+    /// The moment the request is served: later periods are left out.
+    pub now_ns: i64,
+}
+
+/// The users whose first trace ever falls in one period, and how many of them were active
+/// in each period from that one on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionCohort {
+    pub start_ns: i64,
+    pub users: u64,
+    /// `active[k]`: the cohort's users with a trace in the k-th period after its own.
+    pub active: Vec<u64>,
+}
+
+/// Distinct active users per window, and stickiness (SPEC §4.8).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveUsers {
+    pub points: Vec<ActiveUsersPoint>,
+    /// Users with a trace in range.
+    pub unique_users: u64,
+    /// Mean over the UTC days intersecting the range of that day's distinct users, divided
+    /// by `unique_users`; 0 when the range has no user.
+    pub stickiness: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveUsersPoint {
+    pub start_ns: i64,
+    /// Distinct users with a trace in this window and in range.
+    pub active_users: u64,
 }
 
 /// Users overview for a range (SPEC §4.1).
@@ -173,6 +267,8 @@ pub struct UserRow {
 pub struct Overview {
     pub unique_users: u64,
     pub new_users: u64,
+    /// Users with a trace in range whose first trace ever is before it.
+    pub returning_users: u64,
     pub traces: u64,
     pub traces_with_user: u64,
     pub user_trace_share: f64,
@@ -181,6 +277,23 @@ pub struct Overview {
     pub sessions_with_user: u64,
     pub sessions_per_user: f64,
     pub histogram: Histogram,
+}
+
+/// The overview figures of a range without its histogram: what `previousPeriod` holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodOverview {
+    /// The window these figures are for.
+    pub range: TimeRange,
+    pub unique_users: u64,
+    pub new_users: u64,
+    pub returning_users: u64,
+    pub traces: u64,
+    pub traces_with_user: u64,
+    pub user_trace_share: f64,
+    pub traces_per_user: f64,
+    pub sessions: u64,
+    pub sessions_with_user: u64,
+    pub sessions_per_user: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

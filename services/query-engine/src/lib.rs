@@ -23,12 +23,14 @@ mod trace_index;
 mod validate;
 
 pub use api::{
-    Breakdowns, CostStats, DailyActivity, Histogram, HistogramBucket, ModelBreakdown,
-    OrderDirection, Overview, ProviderBreakdown, SessionRow, SessionsPage, SessionsRequest,
-    TimeRange, TokenUsage, ToolBreakdown, UserBehaviour, UserDetail, UserIssue, UserOrder,
-    UserOrderField, UserRow, UsersPage, UsersRequest,
+    ActiveUsers, ActiveUsersPoint, Breakdowns, CostStats, DailyActivity, Histogram,
+    HistogramBucket, ModelBreakdown, OrderDirection, Overview, PeriodOverview, PeriodTotals,
+    PeriodUnit, ProviderBreakdown, RetentionCohort, RetentionRequest, SessionRow, SessionsPage,
+    SessionsRequest, TimeRange, TokenUsage, ToolBreakdown, UserBehaviour, UserDetail, UserFilter,
+    UserIssue, UserOrder, UserOrderField, UserRow, UsersPage, UsersRequest,
 };
 pub use error::QueryError;
+pub use query::{UsersExport, previous_period};
 pub use row::{IssueLink, ModelUsage, ToolUsage, TraceRow};
 pub use snapshot::Snapshot;
 pub use validate::MAX_SERIES_PER_REQUEST;

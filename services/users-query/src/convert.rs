@@ -134,7 +134,125 @@ pub fn users_request(
         } else {
             request.trend_buckets.clone()
         },
+        filter: user_filter(request.filter.as_ref()),
+        previous_period: request.previous_period,
     })
+}
+
+/// An export is a users-table request without paging: `first` and `after` are ignored,
+/// and rows carry neither trends nor previous-period totals.
+pub fn export_request(
+    request: &pb::ListUsersRequest,
+) -> Result<engine::UsersRequest, QueryServiceError> {
+    let mut users = users_request(request)?;
+    users.after = None;
+    users.trend_buckets = Vec::new();
+    users.previous_period = false;
+    Ok(users)
+}
+
+fn user_filter(filter: Option<&pb::UserFilter>) -> engine::UserFilter {
+    let Some(filter) = filter else {
+        return engine::UserFilter::default();
+    };
+    engine::UserFilter {
+        min_cost_sum: filter.min_cost_sum,
+        max_cost_sum: filter.max_cost_sum,
+        errored_only: filter.errored_only,
+        models: filter.models.clone(),
+        providers: filter.providers.clone(),
+        tools: filter.tools.clone(),
+        issue_id: filter.issue_id.clone(),
+        behaviour: filter.behaviour.clone(),
+        has_email: filter.has_email,
+    }
+}
+
+fn period_unit(value: i32, field: &'static str) -> Result<engine::PeriodUnit, QueryServiceError> {
+    match pb::PeriodUnit::try_from(value) {
+        Ok(pb::PeriodUnit::Day) => Ok(engine::PeriodUnit::Day),
+        Ok(pb::PeriodUnit::Week) => Ok(engine::PeriodUnit::Week),
+        Ok(pb::PeriodUnit::Month) => Ok(engine::PeriodUnit::Month),
+        Ok(pb::PeriodUnit::Unspecified) => Err(QueryServiceError::invalid(
+            field,
+            "DAY, WEEK or MONTH is required",
+        )),
+        Err(_) => Err(QueryServiceError::invalid(field, "unknown period unit")),
+    }
+}
+
+pub const DEFAULT_RETENTION_PERIODS: u32 = 8;
+
+pub fn retention_request(
+    request: &pb::GetRetentionRequest,
+    now_ns: i64,
+) -> Result<engine::RetentionRequest, QueryServiceError> {
+    Ok(engine::RetentionRequest {
+        range: required_range(request.range.as_ref())?,
+        cohort: period_unit(request.cohort, "cohort")?,
+        periods: request.periods.unwrap_or(DEFAULT_RETENTION_PERIODS),
+        now_ns,
+    })
+}
+
+pub fn active_users_request(
+    request: &pb::GetActiveUsersRequest,
+) -> Result<(engine::TimeRange, engine::PeriodUnit), QueryServiceError> {
+    Ok((
+        required_range(request.range.as_ref())?,
+        period_unit(request.window, "window")?,
+    ))
+}
+
+fn range_of(range: engine::TimeRange) -> pb::TimeRange {
+    pb::TimeRange {
+        from: Some(ns_to_timestamp(range.from_ns)),
+        to: Some(ns_to_timestamp(range.to_ns)),
+    }
+}
+
+pub fn period_overview(o: engine::PeriodOverview) -> pb::PeriodOverview {
+    pb::PeriodOverview {
+        range: Some(range_of(o.range)),
+        unique_users: count(o.unique_users),
+        new_users: count(o.new_users),
+        returning_users: count(o.returning_users),
+        traces: count(o.traces),
+        traces_with_user: count(o.traces_with_user),
+        user_trace_share: o.user_trace_share,
+        traces_per_user: o.traces_per_user,
+        sessions: count(o.sessions),
+        sessions_with_user: count(o.sessions_with_user),
+        sessions_per_user: o.sessions_per_user,
+    }
+}
+
+pub fn retention(cohorts: Vec<engine::RetentionCohort>) -> pb::Retention {
+    pb::Retention {
+        cohorts: cohorts
+            .into_iter()
+            .map(|c| pb::RetentionCohort {
+                start: Some(ns_to_timestamp(c.start_ns)),
+                users: count(c.users),
+                active: c.active.into_iter().map(count).collect(),
+            })
+            .collect(),
+    }
+}
+
+pub fn active_users(active: engine::ActiveUsers) -> pb::ActiveUsers {
+    pb::ActiveUsers {
+        points: active
+            .points
+            .into_iter()
+            .map(|p| pb::ActiveUsersPoint {
+                start: Some(ns_to_timestamp(p.start_ns)),
+                active_users: count(p.active_users),
+            })
+            .collect(),
+        unique_users: count(active.unique_users),
+        stickiness: active.stickiness,
+    }
 }
 
 pub fn sessions_request(
@@ -183,6 +301,7 @@ pub fn overview(overview: engine::Overview) -> pb::UsersOverview {
     pb::UsersOverview {
         unique_users: count(overview.unique_users),
         new_users: count(overview.new_users),
+        returning_users: count(overview.returning_users),
         traces: count(overview.traces),
         traces_with_user: count(overview.traces_with_user),
         user_trace_share: overview.user_trace_share,
@@ -220,28 +339,7 @@ pub fn users(page: engine::UsersPage, trend_buckets: &[u32]) -> pb::ListUsersRes
         users: page
             .rows
             .into_iter()
-            .map(|row| pb::UserRow {
-                user_id: row.user_id,
-                email: row.email,
-                first_seen_at: Some(ns_to_timestamp(row.first_seen_ns)),
-                last_seen_at: Some(ns_to_timestamp(row.last_seen_ns)),
-                traces: count(row.traces),
-                sessions: count(row.sessions),
-                errored_sessions: count(row.errored_sessions),
-                error_rate: row.error_rate,
-                cost: Some(cost(row.cost)),
-                tokens: Some(tokens(row.tokens)),
-                trends: row
-                    .trends
-                    .into_iter()
-                    .zip(trend_buckets)
-                    .map(|(counts, buckets)| pb::Trend {
-                        buckets: *buckets,
-                        counts: counts.into_iter().map(count).collect(),
-                    })
-                    .collect(),
-                cursor: row.cursor,
-            })
+            .map(|row| user_row(row, trend_buckets))
             .collect(),
         has_next_page: page.has_next_page,
         end_cursor,
@@ -379,6 +477,36 @@ pub fn breakdowns(breakdowns: engine::Breakdowns) -> pb::Breakdowns {
                 traces: count(t.traces),
             })
             .collect(),
+    }
+}
+
+/// One users-table row; `trend_buckets` names the row's trends in order.
+pub fn user_row(row: engine::UserRow, trend_buckets: &[u32]) -> pb::UserRow {
+    pb::UserRow {
+        user_id: row.user_id,
+        email: row.email,
+        first_seen_at: Some(ns_to_timestamp(row.first_seen_ns)),
+        last_seen_at: Some(ns_to_timestamp(row.last_seen_ns)),
+        traces: count(row.traces),
+        sessions: count(row.sessions),
+        errored_sessions: count(row.errored_sessions),
+        error_rate: row.error_rate,
+        cost: Some(cost(row.cost)),
+        tokens: Some(tokens(row.tokens)),
+        trends: row
+            .trends
+            .into_iter()
+            .zip(trend_buckets)
+            .map(|(counts, buckets)| pb::Trend {
+                buckets: *buckets,
+                counts: counts.into_iter().map(count).collect(),
+            })
+            .collect(),
+        cursor: row.cursor,
+        previous_period: row.previous_period.map(|p| pb::PeriodTotals {
+            traces: count(p.traces),
+            cost_sum: p.cost_sum,
+        }),
     }
 }
 

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use prost::Message;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use userlens_proto::query::v1 as pb;
 use userlens_proto::query::v1::users_query_service_server::UsersQueryService;
@@ -88,8 +89,118 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// Rows per chunk of an export stream, and chunks buffered ahead of a slow reader: what
+/// an export holds beyond the selection itself.
+const EXPORT_CHUNK_ROWS: usize = 500;
+const EXPORT_CHUNKS_AHEAD: usize = 2;
+
+fn today(now_ns: i64) -> String {
+    now_ns.div_euclid(86_400_000_000_000).to_string()
+}
+
 #[tonic::async_trait]
 impl UsersQueryService for QueryService {
+    type ExportUsersStream = ReceiverStream<Result<pb::ExportUsersChunk, Status>>;
+
+    async fn get_previous_period_overview(
+        &self,
+        request: Request<pb::GetUsersOverviewRequest>,
+    ) -> Result<Response<pb::PeriodOverview>, Status> {
+        let range = convert::overview_range(request.get_ref())?;
+        let answer = self
+            .answer(&request, "GetPreviousPeriodOverview", "", move |snapshot| {
+                Ok(convert::period_overview(
+                    snapshot.previous_period_overview(range)?,
+                ))
+            })
+            .await?;
+        Ok(answer)
+    }
+
+    async fn get_retention(
+        &self,
+        request: Request<pb::GetRetentionRequest>,
+    ) -> Result<Response<pb::Retention>, Status> {
+        let now = now_ns();
+        let retention_request = convert::retention_request(request.get_ref(), now)?;
+        // Periods start at 00:00 UTC, so which have started changes only with the date.
+        let answer = self
+            .answer(&request, "GetRetention", &today(now), move |snapshot| {
+                Ok(convert::retention(snapshot.retention(&retention_request)?))
+            })
+            .await?;
+        Ok(answer)
+    }
+
+    async fn get_active_users(
+        &self,
+        request: Request<pb::GetActiveUsersRequest>,
+    ) -> Result<Response<pb::ActiveUsers>, Status> {
+        let (range, window) = convert::active_users_request(request.get_ref())?;
+        let answer = self
+            .answer(&request, "GetActiveUsers", "", move |snapshot| {
+                Ok(convert::active_users(snapshot.active_users(range, window)?))
+            })
+            .await?;
+        Ok(answer)
+    }
+
+    /// Selects and orders the users once, then sends their rows a chunk at a time through a
+    /// small bounded channel: memory beyond the selection does not grow with the number of
+    /// rows, and a reader that goes away stops the work. Not cached: the rows stream as they
+    /// are made. Rows carry no trends (they would need the snapshot at the selection's
+    /// generation).
+    async fn export_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<Self::ExportUsersStream>, Status> {
+        let project_id = authenticated(&request)
+            .map_err(|_| QueryServiceError::Unauthenticated)?
+            .project_id;
+        let export_request = convert::export_request(request.get_ref())?;
+        self.metrics.record_query();
+        let current = self
+            .snapshots
+            .current(project_id)
+            .await
+            .map_err(QueryServiceError::from)?;
+        let shared = self
+            .snapshots
+            .shared_at_generation(project_id, current.generation, &self.metrics)
+            .await
+            .map_err(QueryServiceError::from)?;
+        let snapshot = Arc::clone(&shared).read_owned().await;
+        let export = tokio::task::spawn_blocking(move || snapshot.users_export(&export_request))
+            .await
+            .map_err(|e| QueryServiceError::Internal(format!("export task failed: {e}")))?
+            .map_err(QueryServiceError::from)?;
+        let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel(EXPORT_CHUNKS_AHEAD);
+        tokio::spawn(async move {
+            let mut start = 0;
+            while start < export.len() {
+                // The selection was made once; a chunk only names its users, so the lock is
+                // held for one chunk at a time and refreshes go on between chunks.
+                let users = {
+                    let snapshot = Arc::clone(&shared).read_owned().await;
+                    snapshot
+                        .export_rows(&export, start, EXPORT_CHUNK_ROWS)
+                        .into_iter()
+                        .map(|row| convert::user_row(row, &[]))
+                        .collect()
+                };
+                if chunks_tx
+                    .send(Ok(pb::ExportUsersChunk { users }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                start += EXPORT_CHUNK_ROWS;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(chunks_rx)))
+    }
+
     async fn check_key(
         &self,
         request: Request<pb::CheckKeyRequest>,
@@ -134,7 +245,7 @@ impl UsersQueryService for QueryService {
         let activity_days = convert::activity_days(request.get_ref())?;
         let now = now_ns();
         // Activity series end today: the date is part of the cache key.
-        let today = now.div_euclid(86_400_000_000_000).to_string();
+        let today = today(now);
         let answer = self
             .answer(&request, "GetUserDetail", &today, move |snapshot| {
                 let detail = snapshot.user_detail(&user_id, &activity_days, now)?;

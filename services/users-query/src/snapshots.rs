@@ -112,6 +112,19 @@ impl SnapshotStore {
         Ok(Arc::clone(&project.snapshot).read_owned().await)
     }
 
+    /// The project's snapshot, refreshed to at least `generation`, as a handle a long read
+    /// locks piece by piece, so it never holds off a refresh for long. The snapshot behind
+    /// the handle only gains rows: interned ids stay valid across its refreshes.
+    pub async fn shared_at_generation(
+        &self,
+        project_id: i64,
+        generation: i64,
+        metrics: &QueryMetrics,
+    ) -> Result<Arc<RwLock<Snapshot>>, StorageError> {
+        drop(self.at_generation(project_id, generation, metrics).await?);
+        Ok(Arc::clone(&self.project(project_id).snapshot))
+    }
+
     fn project(&self, project_id: i64) -> Arc<ProjectSnapshot> {
         Arc::clone(
             self.lock_projects()

@@ -38,6 +38,8 @@ impl Snapshot {
         Ok(Overview {
             unique_users: counts.unique_users,
             new_users: new_users as u64,
+            // A user first seen in range has a trace in range, so the rest are returning.
+            returning_users: counts.unique_users.saturating_sub(new_users as u64),
             traces,
             traces_with_user: counts.traces_with_user,
             user_trace_share: ratio(counts.traces_with_user, traces),

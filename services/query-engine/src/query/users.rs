@@ -10,8 +10,10 @@ use crate::api::{
 };
 use crate::cursor::{self, UsersCursor, UsersKey};
 use crate::error::QueryError;
+use crate::extras::Extras;
 use crate::intern::NO_ID;
 use crate::numbers::{average_usd, float_key, median_of_median2, median2, median2_usd, ratio, usd};
+use crate::query::periods::previous_period;
 use crate::scratch::{Scratch, with_scratch};
 use crate::snapshot::{ANONYMOUS, Snapshot, window};
 use crate::time::trend_slice;
@@ -34,6 +36,36 @@ struct UserFigures {
     errored_sessions: u32,
 }
 
+/// The users a request selects.
+struct Selection {
+    figures: Vec<UserFigures>,
+    /// Positions after the cursor, unsorted.
+    candidates: Vec<Candidate>,
+    total_count: u64,
+    cost_rollup: CostStats,
+}
+
+/// Every user a users-table request selects, in its order (see `Snapshot::users_export`).
+#[derive(Debug, Clone)]
+pub struct UsersExport {
+    request: UsersRequest,
+    figures: Vec<UserFigures>,
+    candidates: Vec<Candidate>,
+    /// The selected users: the number of rows of the export.
+    pub total_count: u64,
+    pub cost_rollup: CostStats,
+}
+
+impl UsersExport {
+    pub fn len(&self) -> usize {
+        self.candidates.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.candidates.is_empty()
+    }
+}
+
 /// A users-table position: the sort key under the requested order, then twice the user's
 /// rank in user id order (the tie-break, on the scale of `SortedIds::scaled_position`).
 #[derive(Debug, Clone, Copy)]
@@ -47,37 +79,14 @@ impl Snapshot {
     /// One page of the users table, plus the total count and cost rollup of every user
     /// matching the search (SPEC §4.2).
     pub fn users(&self, request: &UsersRequest) -> Result<UsersPage, QueryError> {
-        let range = validate::range(request.range)?;
         let page_size = validate::page_size(request.first)?;
-        validate::trend_buckets(&request.trend_buckets)?;
-        let needle = validate::search(request.search.as_deref())?;
+        let Selection {
+            figures,
+            mut candidates,
+            total_count,
+            cost_rollup,
+        } = self.select_users(request)?;
         let order = request.order;
-        let after = request
-            .after
-            .as_deref()
-            .map(|c| cursor::decode_users(c, order))
-            .transpose()?;
-
-        let (lo, hi) = self.positions(range);
-        let (figures, cost_rollup) = with_scratch(|scratch| {
-            let mut figures = self.scan_range(scratch, range, lo, hi);
-            if let Some(needle) = &needle {
-                figures.retain(|f| self.user_matches(f.user, needle));
-            }
-            let cost_rollup = self.cost_rollup(scratch, &figures);
-            (figures, cost_rollup)
-        });
-        let cursor_position = after.map(|c| self.cursor_position(order, &c));
-        let mut candidates: Vec<Candidate> = figures
-            .iter()
-            .enumerate()
-            .map(|(i, f)| Candidate {
-                key: self.sort_key(order.field, f),
-                tie: 2 * i128::from(self.user_order.rank[f.user as usize]),
-                index: i as u32,
-            })
-            .filter(|c| cursor_position.is_none_or(|at| compare(order.direction, c, &at).is_gt()))
-            .collect();
         let has_next_page = candidates.len() > page_size;
         if has_next_page {
             candidates.select_nth_unstable_by(page_size, |a, b| compare(order.direction, a, b));
@@ -92,7 +101,98 @@ impl Snapshot {
         Ok(UsersPage {
             rows,
             has_next_page,
+            total_count,
+            cost_rollup,
+        })
+    }
+
+    /// Every user the request selects, in order, for reading in slices (`export_rows`):
+    /// the figures are computed once, whatever the number of rows read.
+    pub fn users_export(&self, request: &UsersRequest) -> Result<UsersExport, QueryError> {
+        let Selection {
+            figures,
+            mut candidates,
+            total_count,
+            cost_rollup,
+        } = self.select_users(request)?;
+        let direction = request.order.direction;
+        candidates.sort_unstable_by(|a, b| compare(direction, a, b));
+        Ok(UsersExport {
+            request: request.clone(),
+            figures,
+            candidates,
+            total_count,
+            cost_rollup,
+        })
+    }
+
+    /// Rows `start..start + count` of an export (fewer at its end).
+    pub fn export_rows(&self, export: &UsersExport, start: usize, count: usize) -> Vec<UserRow> {
+        let end = start.saturating_add(count).min(export.candidates.len());
+        export.candidates[start.min(end)..end]
+            .iter()
+            .map(|c| self.user_row(&export.request, &export.figures[c.index as usize], c.key))
+            .collect()
+    }
+
+    /// The users matching the search and filter, their rollup, and their positions after
+    /// the cursor (unsorted).
+    fn select_users(&self, request: &UsersRequest) -> Result<Selection, QueryError> {
+        let range = validate::range(request.range)?;
+        validate::trend_buckets(&request.trend_buckets)?;
+        let needle = validate::search(request.search.as_deref())?;
+        if request.previous_period {
+            previous_period(range)?;
+        }
+        let filter = if request.filter.is_empty() {
+            None
+        } else {
+            Some(self.compile_filter(&request.filter)?)
+        };
+        let order = request.order;
+        let after = request
+            .after
+            .as_deref()
+            .map(|c| cursor::decode_users(c, order))
+            .transpose()?;
+
+        let (lo, hi) = self.positions(range);
+        let (figures, cost_rollup) = with_scratch(|scratch| {
+            let mut figures = self.scan_range(scratch, range, lo, hi);
+            if let Some(needle) = &needle {
+                figures.retain(|f| self.user_matches(f.user, needle));
+            }
+            if let Some(filter) = &filter {
+                let mut extras = Extras::default();
+                figures.retain(|f| {
+                    self.filter_matches(
+                        filter,
+                        range,
+                        f.user,
+                        f.cost,
+                        f.errored_sessions,
+                        &mut extras,
+                    )
+                });
+            }
+            let cost_rollup = self.cost_rollup(scratch, &figures);
+            (figures, cost_rollup)
+        });
+        let cursor_position = after.map(|c| self.cursor_position(order, &c));
+        let candidates: Vec<Candidate> = figures
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Candidate {
+                key: self.sort_key(order.field, f),
+                tie: 2 * i128::from(self.user_order.rank[f.user as usize]),
+                index: i as u32,
+            })
+            .filter(|c| cursor_position.is_none_or(|at| compare(order.direction, c, &at).is_gt()))
+            .collect();
+        Ok(Selection {
             total_count: figures.len() as u64,
+            figures,
+            candidates,
             cost_rollup,
         })
     }
@@ -317,6 +417,11 @@ impl Snapshot {
             },
             tokens: TokenUsage::new(f.input, f.output, f.cached),
             trends,
+            previous_period: request
+                .previous_period
+                .then(|| previous_period(request.range).ok())
+                .flatten()
+                .map(|previous| self.period_totals(f.user, previous)),
             cursor: cursor::encode_users(request.order, &cursor_key, user_id),
         }
     }
