@@ -194,8 +194,10 @@ impl QueryRoot {
     /// One page of the users with a trace in `range`. `search`: case-insensitive substring of
     /// the user id or email, trimmed, at most 500 characters. `orderBy`: default
     /// `LAST_SEEN DESC`. `first`: page size, 1–200. `after`: an edge's `cursor` or
-    /// `pageInfo.endCursor` of the previous page.
+    /// `pageInfo.endCursor` of the previous page. `filter`: conditions the users must meet
+    /// (a cursor is valid with the same filter).
     #[graphql(complexity = "RPC_COMPLEXITY + child_complexity")]
+    #[allow(clippy::too_many_arguments)] // the GraphQL arguments of `users`
     async fn users(
         &self,
         ctx: &Context<'_>,

@@ -325,7 +325,7 @@ async fn check_overview_and_previous_period(stack: &Stack, what: &str) {
         range: range(R_FROM, R_TO),
     };
     let overview = client
-        .get_users_overview(stack.authorized(request.clone()))
+        .get_users_overview(stack.authorized(request))
         .await
         .expect("overview")
         .into_inner();

@@ -245,6 +245,8 @@ proptest! {
             first,
             after: None,
             trend_buckets: trend_buckets.clone(),
+            filter: Default::default(),
+            previous_period: false,
         };
         let mut walked = Vec::new();
         loop {

@@ -148,6 +148,10 @@ impl Reference {
                 range.from_ns <= first && first < range.to_ns
             })
             .count();
+        let returning_users = users
+            .iter()
+            .filter(|u| self.of_user(u).iter().any(|t| t.start_ns < range.from_ns))
+            .count();
         let with_user = traces.iter().filter(|t| Self::user_of(t).is_some()).count();
         let sessions: HashSet<&str> = traces.iter().map(|t| t.session_id.as_str()).collect();
         let sessions_with_user: HashSet<&str> = traces
@@ -198,6 +202,7 @@ impl Reference {
         Overview {
             unique_users: users.len() as u64,
             new_users: new_users as u64,
+            returning_users: returning_users as u64,
             traces: traces.len() as u64,
             traces_with_user: with_user as u64,
             user_trace_share: ratio(with_user, traces.len()),
@@ -286,6 +291,7 @@ impl Reference {
                     total: own.iter().map(|t| t.input_tokens + t.output_tokens).sum(),
                 },
                 trends,
+                previous_period: None,
                 cursor: String::new(),
             });
         }
