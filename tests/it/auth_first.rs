@@ -557,3 +557,55 @@ async fn a_deleted_key_stops_an_open_stream_within_the_key_cache_ttl() {
         ingest.stop().await;
     });
 }
+
+/// A stream that sends nothing after its key was deleted is closed too: it re-checks its
+/// key once per key cache TTL while idle.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_key_closes_an_idle_stream_within_the_key_cache_ttl() {
+    const TTL_MS: u64 = 300;
+    for_each_backend!(|database| {
+        let ttl = TTL_MS.to_string();
+        let ingest = start_ingest(&database, &[("USERLENS_KEY_CACHE_TTL_MS", &ttl)]).await;
+        let mut client = IngestServiceClient::new(channel(ingest.addr("otlp-grpc")).await);
+        let (batches, outbound) = tokio::sync::mpsc::channel::<SpanBatch>(16);
+        let mut request =
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(outbound));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {KEY}").parse().expect("ascii"),
+        );
+        let mut acks = client
+            .stream_spans(request)
+            .await
+            .expect("stream opened")
+            .into_inner();
+        batches.send(batch(1)).await.expect("send");
+        let first = acks.message().await.expect("an ack").expect("an ack");
+        assert_eq!(first.outcome, BatchOutcome::Durable as i32);
+
+        // While the key is valid, an idle stream stays open past several re-checks.
+        let still_open =
+            tokio::time::timeout(Duration::from_millis(TTL_MS * 4), acks.message()).await;
+        assert!(still_open.is_err(), "the idle stream ended: {still_open:?}");
+
+        api_keys::Entity::delete_by_id(keys::hash_key(KEY))
+            .exec(&database.db)
+            .await
+            .expect("delete the key");
+        let revoked_at = Instant::now();
+        // No batch is sent from here on: the stream must end by itself.
+        let ended = tokio::time::timeout(Duration::from_secs(10), acks.message())
+            .await
+            .expect("the idle stream ends within 10 s of the deletion");
+        let took = revoked_at.elapsed();
+        eprintln!("idle stream closed {took:?} after its key was deleted (TTL {TTL_MS} ms)");
+        let status = ended.expect_err("the stream ends with a status");
+        assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+        assert!(
+            took < Duration::from_millis(TTL_MS * 2) + Duration::from_secs(2),
+            "{took:?}"
+        );
+        drop(batches);
+        ingest.stop().await;
+    });
+}

@@ -31,6 +31,10 @@ const MAX_BATCHES_IN_FLIGHT_PER_STREAM: usize = 64;
 /// acks) before the stream is abandoned. The batch it acknowledges is stored either way.
 pub const ACK_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The shortest period of an idle stream's key re-check, whatever the key cache TTL: each
+/// re-check past the TTL is one database lookup per open stream.
+const MIN_IDLE_KEY_RECHECK: Duration = Duration::from_millis(100);
+
 #[derive(Clone)]
 pub struct GrpcIngest {
     pub ingestor: Arc<Ingestor>,
@@ -145,12 +149,26 @@ async fn run_stream(
     let project_id = key.project_id;
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT_PER_STREAM));
     let (stalled, mut client_stalled) = watch::channel(false);
+    // A stream that sends nothing re-checks its key once per key cache TTL, so a revoked
+    // key closes idle streams too. `Streaming::message` keeps a partly read message in
+    // the stream, so the tick cancelling it loses nothing.
+    let recheck_every = ingestor.keys.known_ttl().max(MIN_IDLE_KEY_RECHECK);
+    let mut idle_recheck =
+        tokio::time::interval_at(tokio::time::Instant::now() + recheck_every, recheck_every);
+    idle_recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = loop {
         let message = tokio::select! {
             biased;
             () = shutdown_started(&mut shutting_down) => break StreamEnd::ShuttingDown,
             () = shutdown_started(&mut client_stalled) => break StreamEnd::ClientStalled,
             message = inbound.message() => message,
+            _ = idle_recheck.tick() => {
+                if key_still_valid(&ingestor, &key).await {
+                    continue;
+                }
+                ingestor.metrics.record_unauthenticated();
+                break StreamEnd::KeyRevokedWhileIdle;
+            }
         };
         let batch = match message {
             Ok(Some(batch)) => batch,
@@ -216,6 +234,9 @@ async fn run_stream(
             "{UNAUTHENTICATED_MESSAGE}: the key was revoked, batch {sequence} and later ones \
              were not stored"
         ))),
+        StreamEnd::KeyRevokedWhileIdle => Some(Status::unauthenticated(format!(
+            "{UNAUTHENTICATED_MESSAGE}: the key was revoked while the stream was idle"
+        ))),
     };
     if let Some(status) = last_word {
         let _ = tokio::time::timeout(ACK_SEND_TIMEOUT, acks.send(Err(status))).await;
@@ -227,7 +248,11 @@ enum StreamEnd {
     ClientStalled,
     ShuttingDown,
     BadBatch(Status),
-    KeyRevoked { sequence: u64 },
+    KeyRevoked {
+        sequence: u64,
+    },
+    /// The key was found revoked by the idle re-check, between batches.
+    KeyRevokedWhileIdle,
 }
 
 /// The status a stream ends with after a batch that could not be read: the code the unary

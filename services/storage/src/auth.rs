@@ -89,6 +89,8 @@ pub struct KeyResolver {
     unknown: Cache<Arc<str>, ()>,
     /// Lookups sent to the database, for `/metrics` and for tests of the caches.
     database_lookups: AtomicU64,
+    /// How long a known key is trusted: a deleted key stops working within it.
+    known_ttl: Duration,
 }
 
 impl KeyResolver {
@@ -108,7 +110,14 @@ impl KeyResolver {
                 .time_to_live(settings.unknown_ttl)
                 .build(),
             database_lookups: AtomicU64::new(0),
+            known_ttl: settings.known_ttl,
         }
+    }
+
+    /// How long a known key is trusted after its lookup; a key deleted from `api_keys`
+    /// stops working within it.
+    pub fn known_ttl(&self) -> Duration {
+        self.known_ttl
     }
 
     /// The project of the key in an `Authorization` value (`Bearer <key>`, or the bare
