@@ -14,6 +14,7 @@ mod error;
 mod http;
 mod metrics;
 mod model;
+mod monitors;
 mod query;
 mod scalars;
 mod schema;

@@ -557,3 +557,149 @@ async fn monitors_are_project_scoped_and_bad_definitions_name_their_field() {
         stack.stop().await;
     });
 }
+
+async fn graphql(
+    url: &str,
+    key: &str,
+    query: &str,
+    variables: serde_json::Value,
+) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(url)
+        .header("authorization", format!("Bearer {key}"))
+        .json(&serde_json::json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("POST /graphql")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
+const CREATE: &str = r#"mutation($input: CreateMonitorInput!) {
+  createMonitor(input: $input) { secret monitor { id name condition threshold windowSeconds userId enabled firingUsers } }
+}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graphql_defines_monitors_and_lists_their_delivered_events() {
+    const KEY: &str = "ul_monitors_graphql_key_0123456789";
+    for_each_backend!(|database| {
+        let hook = WebhookServer::start(&[]).await;
+        let (aio, _) =
+            userlens_tests::process::start_all_in_one(&database, &[("USERLENS_API_KEY", KEY)], &[])
+                .await;
+        let url = format!("http://{}/graphql", aio.addr("graphql"));
+        let input = serde_json::json!({
+            "name": "first trace",
+            "condition": "TRACES_ABOVE",
+            "threshold": 0,
+            "windowSeconds": 86_400,
+            "webhookUrl": hook.url("/graphql-hook"),
+        });
+        let created = graphql(&url, KEY, CREATE, serde_json::json!({ "input": input })).await;
+        let monitor = &created["data"]["createMonitor"]["monitor"];
+        assert_eq!(monitor["condition"], "TRACES_ABOVE", "{created}");
+        assert_eq!(monitor["enabled"], true);
+        assert_eq!(monitor["userId"], serde_json::Value::Null);
+        let id = monitor["id"].as_str().expect("an id").to_owned();
+        let secret = created["data"]["createMonitor"]["secret"]
+            .as_str()
+            .expect("a secret")
+            .to_owned();
+
+        let bad = serde_json::json!({ "input": {
+            "name": "x", "condition": "COST_ABOVE", "threshold": 1,
+            "windowSeconds": 60, "webhookUrl": "javascript:alert(1)" } });
+        let refused = graphql(&url, KEY, CREATE, bad).await;
+        assert_eq!(
+            refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{refused}"
+        );
+        assert_eq!(refused["errors"][0]["extensions"]["field"], "webhookUrl");
+
+        let mut ingest = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
+            format!("http://{}", aio.addr("otlp-grpc")),
+        )
+        .await
+        .expect("connect to ingest");
+        let mut export = tonic::Request::new(trace(1, "carol", "c1", now_ns(), 0.01, false));
+        export.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {KEY}").parse().expect("ascii"),
+        );
+        ingest.export(export).await.expect("export");
+        let received = hook.wait_for(WAIT, |r| !r.is_empty()).await;
+        assert_signed(&received, &secret);
+        assert_eq!(received[0].json()["userId"], "carol");
+
+        let listed = loop {
+            let listed = graphql(
+                &url,
+                KEY,
+                r#"query($id: ID) { monitors { id firingUsers }
+                   monitorEvents(monitorId: $id, first: 10) { hasNextPage endCursor
+                     nodes { kind episode userId delivery attempts lastStatus idempotencyKey body } } }"#,
+                serde_json::json!({ "id": id }),
+            )
+            .await;
+            if listed["data"]["monitorEvents"]["nodes"][0]["delivery"] == "DELIVERED" {
+                break listed;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let event = &listed["data"]["monitorEvents"]["nodes"][0];
+        assert_eq!(event["kind"], "ALERT");
+        assert_eq!(event["userId"], "carol");
+        assert_eq!(event["lastStatus"], 200);
+        assert_eq!(
+            event["body"].as_str().map(str::as_bytes),
+            Some(received[0].body.as_slice())
+        );
+        assert_eq!(listed["data"]["monitors"][0]["firingUsers"], 1);
+
+        // Another project's key neither sees nor changes the monitor.
+        let (_, other) = userlens_storage::keys::create_key(&database.db, "other")
+            .await
+            .expect("a second project");
+        let theirs = graphql(
+            &url,
+            &other,
+            "{ monitors { id } monitorEvents { nodes { id } } }",
+            serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(
+            theirs["data"]["monitors"],
+            serde_json::json!([]),
+            "{theirs}"
+        );
+        assert_eq!(
+            theirs["data"]["monitorEvents"]["nodes"],
+            serde_json::json!([])
+        );
+        let delete = "mutation($id: ID!) { deleteMonitor(id: $id) }";
+        let refused = graphql(&url, &other, delete, serde_json::json!({ "id": id })).await;
+        assert_eq!(
+            refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{refused}"
+        );
+        assert_eq!(refused["errors"][0]["extensions"]["field"], "id");
+        let renamed = graphql(
+            &url,
+            KEY,
+            r#"mutation($id: ID!) { updateMonitor(id: $id, input: { name: "renamed", enabled: false }) { name enabled } }"#,
+            serde_json::json!({ "id": id }),
+        )
+        .await;
+        assert_eq!(
+            renamed["data"]["updateMonitor"]["name"], "renamed",
+            "{renamed}"
+        );
+        assert_eq!(renamed["data"]["updateMonitor"]["enabled"], false);
+        let deleted = graphql(&url, KEY, delete, serde_json::json!({ "id": id })).await;
+        assert_eq!(deleted["data"]["deleteMonitor"], true, "{deleted}");
+        let after = graphql(&url, KEY, "{ monitors { id } }", serde_json::json!({})).await;
+        assert_eq!(after["data"]["monitors"], serde_json::json!([]));
+        aio.stop().await;
+    });
+}
