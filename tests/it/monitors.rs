@@ -419,7 +419,7 @@ async fn monitors_are_project_scoped_and_bad_definitions_name_their_field() {
                 pb::MonitorCondition::CostAbove,
                 1.0,
                 60,
-                "https://hooks.example.com/x".into(),
+                "http://hooks.example.com/x".into(),
             ),
         )
         .await;
