@@ -10,6 +10,7 @@ use prost::Message;
 const PROTOS: &[&str] = &[
     "userlens/ingest/v1/ingest.proto",
     "userlens/query/v1/query.proto",
+    "userlens/monitors/v1/monitors.proto",
     "opentelemetry/proto/collector/trace/v1/trace_service.proto",
 ];
 
@@ -34,9 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bounded = out_dir.join("bounded");
     std::fs::create_dir_all(&bounded)?;
     let mut ingest_only = file_descriptors;
-    ingest_only
-        .file
-        .retain(|file| !file.package().starts_with("userlens.query"));
+    ingest_only.file.retain(|file| {
+        !file.package().starts_with("userlens.query")
+            && !file.package().starts_with("userlens.monitors")
+    });
     tonic_prost_build::configure()
         .out_dir(&bounded)
         .build_client(false)

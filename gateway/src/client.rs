@@ -127,6 +127,11 @@ impl QueryClient {
         })
     }
 
+    /// The channel to users-query and the per-call deadline, for the other services there.
+    pub(crate) fn channel_and_timeout(&self) -> (Channel, Duration) {
+        (self.channel.clone(), self.request_timeout)
+    }
+
     fn service(&self) -> UsersQueryServiceClient<Channel> {
         UsersQueryServiceClient::new(self.channel.clone())
             .accept_compressed(CompressionEncoding::Gzip)

@@ -101,6 +101,11 @@ impl GatewayError {
                     message: status.message().to_owned(),
                 }
             }
+            // A monitor id of no monitor of the caller's project.
+            Code::NotFound => GatewayError::BadUserInput {
+                field: Some("id".to_owned()),
+                message: status.message().to_owned(),
+            },
             // A call whose connection broke (users-query stopped or restarted while the
             // call was on the wire) comes back from tonic as UNKNOWN with the transport error
             // as its source; a status users-query sent never has a source.
@@ -131,6 +136,9 @@ fn graphql_argument_name(proto_field: &str) -> &str {
         "activity_days" => "days",
         "user_id" => "userId",
         "errored_only" => "erroredOnly",
+        "webhook_url" => "webhookUrl",
+        "window_seconds" => "windowSeconds",
+        "min_sessions" => "minSessions",
         other => other,
     }
 }

@@ -16,6 +16,7 @@ mod export;
 mod http;
 mod metrics;
 mod model;
+mod monitors;
 mod query;
 mod scalars;
 mod schema;

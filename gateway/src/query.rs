@@ -169,7 +169,7 @@ fn requested_breakdown_ranges(
     )
 }
 
-#[Object(name = "Query")]
+#[Object]
 impl QueryRoot {
     /// Users, traces and sessions in a time range, with an activity histogram.
     #[graphql(complexity = "RPC_COMPLEXITY + child_complexity")]

@@ -14,12 +14,18 @@
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
 };
-use async_graphql::{EmptyMutation, EmptySubscription, Schema, SchemaBuilder};
+use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
 
 use crate::client::QueryClient;
+use crate::monitors::{MonitorMutation, MonitorQuery, MonitorsClient};
 use crate::query::QueryRoot;
 
-pub(crate) type GatewaySchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+/// The `Query` root: the users page's reads and the monitors'.
+#[derive(MergedObject)]
+#[graphql(name = "Query")]
+pub(crate) struct Query(QueryRoot, MonitorQuery);
+
+pub(crate) type GatewaySchema = Schema<Query, MonitorMutation, EmptySubscription>;
 
 pub(crate) const MAX_DEPTH: usize = 10;
 pub(crate) const MAX_INTROSPECTION_DEPTH: usize = 15;
@@ -30,8 +36,12 @@ pub(crate) const MAX_RECURSIVE_DEPTH: usize = 32;
 /// Fragment spreads followed when classifying an operation; deeper nesting is treated as data.
 const MAX_FRAGMENT_NESTING: usize = 16;
 
-fn builder() -> SchemaBuilder<QueryRoot, EmptyMutation, EmptySubscription> {
-    Schema::build(QueryRoot, EmptyMutation, EmptySubscription)
+fn builder() -> SchemaBuilder<Query, MonitorMutation, EmptySubscription> {
+    Schema::build(
+        Query(QueryRoot, MonitorQuery),
+        MonitorMutation,
+        EmptySubscription,
+    )
 }
 
 /// The SDL the gateway serves.
@@ -41,6 +51,7 @@ pub fn schema_sdl() -> String {
 
 pub(crate) fn data_schema(client: QueryClient) -> GatewaySchema {
     builder()
+        .data(MonitorsClient::new(&client))
         .data(client)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_initial_schema;
 mod m20261202_000001_deployment_identity;
 mod m20261202_000002_resources_once;
+mod m20261202_000003_monitors;
 
 pub use m20261202_000001_deployment_identity::new_deployment_id;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_initial_schema::Migration),
             Box::new(m20261202_000001_deployment_identity::Migration),
             Box::new(m20261202_000002_resources_once::Migration),
+            Box::new(m20261202_000003_monitors::Migration),
         ]
     }
 }

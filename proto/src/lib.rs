@@ -29,6 +29,12 @@ pub mod query {
     }
 }
 
+pub mod monitors {
+    pub mod v1 {
+        tonic::include_proto!("userlens.monitors.v1");
+    }
+}
+
 /// Descriptor set of every userlens proto and of the OTLP `TraceService`, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("userlens_descriptor");
 

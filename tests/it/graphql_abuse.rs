@@ -387,7 +387,10 @@ async fn graphql_abuse_gets_documented_errors_and_the_gateway_keeps_serving() {
                 "two operations, none named",
                 "query A { __typename } query B { __typename }".to_owned(),
             ),
-            ("a mutation", "mutation { __typename }".to_owned()),
+            (
+                "an unknown mutation",
+                "mutation { dropEverything }".to_owned(),
+            ),
             ("a subscription", "subscription { __typename }".to_owned()),
             ("syntax error", "{ users(".to_owned()),
             ("an empty document", String::new()),

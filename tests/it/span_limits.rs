@@ -297,9 +297,16 @@ async fn spans_forming_a_parent_cycle_keep_their_cost() {
 async fn existing_span_rows_migrate_to_resources() {
     for_each_backend!(|database| {
         let db = &database.db;
-        Migrator::down(db, Some(1))
+        // Undo the resources migration and every one after it.
+        let steps = Migrator::migrations()
+            .iter()
+            .rev()
+            .position(|m| m.name() == "m20261202_000002_resources_once")
+            .expect("the resources migration")
+            + 1;
+        Migrator::down(db, Some(steps as u32))
             .await
-            .expect("back to the initial schema");
+            .expect("back to the schema before resources");
         let backend = db.get_database_backend();
         db.execute_unprepared(
             "INSERT INTO projects (id, name, data_generation, created_at_ns) VALUES (7, 'old', 0, 0)",

@@ -10,6 +10,7 @@ pub mod process;
 pub mod proxy;
 pub mod raw_grpc;
 pub mod stack;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Once;

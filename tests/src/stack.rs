@@ -16,7 +16,7 @@ use tonic::Request;
 use tonic::transport::Channel;
 use userlens_proto::query::v1::users_query_service_client::UsersQueryServiceClient;
 use userlens_storage::keys;
-use userlens_users_query::ResultCache;
+use userlens_users_query::{QueryServerSettings, ResultCache};
 
 use crate::{Backend, REDIS_URL_ENV, TestDatabase};
 
@@ -66,9 +66,29 @@ async fn listener() -> (TcpListener, SocketAddr) {
 impl Stack {
     /// Starts both roles with a fresh project and key.
     pub async fn start(database: &TestDatabase, cache: CacheChoice) -> Self {
+        Self::start_with_query_settings(database, cache, QueryServerSettings::default()).await
+    }
+
+    /// [`Stack::start`] with users-query's settings (its monitors' intervals among them).
+    pub async fn start_with_query_settings(
+        database: &TestDatabase,
+        cache: CacheChoice,
+        settings: QueryServerSettings,
+    ) -> Self {
         let (project_id, key) = keys::create_key(&database.db, "default")
             .await
             .expect("create a key");
+        Self::start_for_key(database, cache, settings, project_id, key).await
+    }
+
+    /// Both roles serving an existing project and key (a restart over the same database).
+    pub async fn start_for_key(
+        database: &TestDatabase,
+        cache: CacheChoice,
+        settings: QueryServerSettings,
+        project_id: i64,
+        key: String,
+    ) -> Self {
         let redis = match cache {
             CacheChoice::InProcess => None,
             CacheChoice::Redis(url) => Some(url),
@@ -113,11 +133,12 @@ impl Stack {
             let db = database.db.clone();
             let stop = stopped(signal);
             async move {
-                userlens_users_query::serve(
+                userlens_users_query::serve_with_settings(
                     db,
                     result_cache,
                     query_listener,
                     Some(query_http_listener),
+                    &settings,
                     stop,
                 )
                 .await

@@ -290,6 +290,7 @@ fn query_server_settings(
         http: http_server_settings(limits),
         grpc_shutdown_grace: Duration::from_millis(limits.shutdown_grace_ms),
         key_cache: key.key_cache(),
+        ..Default::default()
     }
 }
 

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod convert;
 pub mod error;
 pub mod metrics;
+pub mod monitoring;
 pub mod service;
 pub mod snapshots;
 
@@ -19,6 +20,7 @@ use futures::FutureExt;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
+use userlens_proto::monitors::v1::monitor_service_server::MonitorServiceServer;
 use userlens_proto::query::v1::users_query_service_server::UsersQueryServiceServer;
 use userlens_server::HttpServerSettings;
 use userlens_server::auth::Authenticate;
@@ -39,6 +41,8 @@ pub struct QueryServerSettings {
     pub grpc_shutdown_grace: Duration,
     /// How long known and unknown API keys are trusted without asking the database.
     pub key_cache: KeyCacheSettings,
+    /// The monitors' evaluator and webhook delivery, run next to the queries.
+    pub monitors: userlens_monitors::MonitorSettings,
 }
 
 impl Default for QueryServerSettings {
@@ -47,6 +51,7 @@ impl Default for QueryServerSettings {
             http: HttpServerSettings::default(),
             grpc_shutdown_grace: userlens_server::grpc::DEFAULT_GRPC_SHUTDOWN_GRACE,
             key_cache: KeyCacheSettings::default(),
+            monitors: userlens_monitors::MonitorSettings::default(),
         }
     }
 }
@@ -82,7 +87,12 @@ pub async fn serve_with_settings(
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(QueryMetrics::default());
     tracing::info!(cache = cache.kind(), "users-query result cache");
-    let service = Arc::new(QueryService::new(db.clone(), cache, Arc::clone(&metrics)));
+    let snapshots = Arc::new(snapshots::SnapshotStore::new(db.clone()));
+    let service = Arc::new(QueryService::with_snapshots(
+        Arc::clone(&snapshots),
+        cache,
+        Arc::clone(&metrics),
+    ));
     let keys = Arc::new(KeyResolver::with_settings(db.clone(), settings.key_cache));
     let shutdown = shutdown.boxed().shared();
 
@@ -94,6 +104,7 @@ pub async fn serve_with_settings(
         .register_encoded_file_descriptor_set(userlens_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .with_service_name("userlens.query.v1.UsersQueryService")
+        .with_service_name("userlens.monitors.v1.MonitorService")
         .with_service_name("grpc.health.v1.Health")
         .build_v1()?;
     let grpc = userlens_server::grpc_server_builder()
@@ -102,6 +113,12 @@ pub async fn serve_with_settings(
         // Every query call is authenticated from its headers before its message is read.
         .add_service(Authenticate::new(
             UsersQueryServiceServer::from_arc(service)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip),
+            Arc::clone(&keys),
+        ))
+        .add_service(Authenticate::new(
+            MonitorServiceServer::new(userlens_monitors::MonitorGrpc::new(db.clone()))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip),
             Arc::clone(&keys),
@@ -115,6 +132,15 @@ pub async fn serve_with_settings(
         );
     let grpc =
         userlens_server::serve_with_grace(grpc, shutdown.clone(), settings.grpc_shutdown_grace);
+    let monitors = tokio::spawn(userlens_monitors::run(
+        db.clone(),
+        Arc::new(monitoring::SharedSnapshots {
+            snapshots,
+            metrics: Arc::clone(&metrics),
+        }),
+        settings.monitors.clone(),
+        shutdown.clone(),
+    ));
 
     match http_listener {
         Some(listener) => {
@@ -154,6 +180,11 @@ pub async fn serve_with_settings(
             http?;
         }
         None => grpc.await?,
+    }
+    match monitors.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "monitors stopped"),
+        Err(error) => tracing::error!(%error, "monitors task failed"),
     }
     Ok(())
 }

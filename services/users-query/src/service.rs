@@ -21,15 +21,24 @@ use crate::metrics::QueryMetrics;
 use crate::snapshots::SnapshotStore;
 
 pub struct QueryService {
-    snapshots: SnapshotStore,
+    snapshots: Arc<SnapshotStore>,
     cache: ResultCache,
     metrics: Arc<QueryMetrics>,
 }
 
 impl QueryService {
     pub fn new(db: DatabaseConnection, cache: ResultCache, metrics: Arc<QueryMetrics>) -> Self {
+        Self::with_snapshots(Arc::new(SnapshotStore::new(db)), cache, metrics)
+    }
+
+    /// A service answering from `snapshots`, which other readers (the monitors) may share.
+    pub fn with_snapshots(
+        snapshots: Arc<SnapshotStore>,
+        cache: ResultCache,
+        metrics: Arc<QueryMetrics>,
+    ) -> Self {
         Self {
-            snapshots: SnapshotStore::new(db),
+            snapshots,
             cache,
             metrics,
         }
