@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, OwnedRwLockReadGuard};
 use userlens_query_engine::{
-    OrderDirection, QueryError, Snapshot, TimeRange, UserOrder, UserOrderField, UserRow,
-    UsersRequest,
+    OrderDirection, QueryError, Snapshot, TimeRange, UserFilter, UserOrder, UserOrderField,
+    UserRow, UsersRequest,
 };
 use userlens_storage::StorageError;
 
@@ -81,6 +81,8 @@ fn rows_for(
         first: 200,
         after: None,
         trend_buckets: Vec::new(),
+        filter: UserFilter::default(),
+        previous_period: false,
     };
     let mut found = HashMap::new();
     // A few users are found by searching for each; more, or ids the search would trim or
