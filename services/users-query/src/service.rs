@@ -16,11 +16,15 @@ use userlens_storage::DatabaseConnection;
 use crate::cache::{CacheKey, ResultCache};
 use crate::convert;
 use crate::error::QueryServiceError;
+use crate::fresh_reads::FreshReads;
 use crate::metrics::QueryMetrics;
-use crate::snapshots::SnapshotStore;
+use crate::snapshots::{CurrentGeneration, SnapshotStore};
 
 pub struct QueryService {
     snapshots: SnapshotStore,
+    /// Concurrent queries of one project share reads of its generation that started after
+    /// they arrived.
+    generations: FreshReads<CurrentGeneration>,
     cache: ResultCache,
     metrics: Arc<QueryMetrics>,
 }
@@ -29,6 +33,7 @@ impl QueryService {
     pub fn new(db: DatabaseConnection, cache: ResultCache, metrics: Arc<QueryMetrics>) -> Self {
         Self {
             snapshots: SnapshotStore::new(db),
+            generations: FreshReads::new(),
             cache,
             metrics,
         }
@@ -52,7 +57,10 @@ impl QueryService {
             .map_err(|_| QueryServiceError::Unauthenticated)?
             .project_id;
         self.metrics.record_query();
-        let current = self.snapshots.current(project_id).await?;
+        let current = self
+            .generations
+            .read(project_id, || self.snapshots.current(project_id))
+            .await?;
         let generation = current.generation;
         let key = CacheKey::new(
             &current.deployment_id,
