@@ -46,6 +46,12 @@ struct Args {
     /// Runs of the naive GROUP BY (slow at scale).
     #[arg(long, default_value_t = 3)]
     naive_runs: usize,
+    /// Concurrent clients of the concurrency figures (0 skips them).
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Page loads each concurrent client makes.
+    #[arg(long, default_value_t = 40)]
+    runs_per_client: usize,
 }
 
 const NS: i64 = 1_000_000_000;
@@ -85,6 +91,49 @@ where
         samples.push(started.elapsed());
     }
     Percentiles::of(samples)
+}
+
+/// Page loads of `clients` concurrent clients, each making `runs_per_client` loads one after
+/// another: every load's latency, and the whole run's page loads per second.
+async fn measure_concurrent<F, Fut>(
+    clients: usize,
+    runs_per_client: usize,
+    run: F,
+) -> (Percentiles, f64)
+where
+    F: Fn(usize, usize) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 0..clients {
+        let loads: Vec<Fut> = (0..runs_per_client).map(|i| run(client, i)).collect();
+        tasks.spawn(async move {
+            let mut samples = Vec::with_capacity(loads.len());
+            for load in loads {
+                let load_started = Instant::now();
+                load.await;
+                samples.push(load_started.elapsed());
+            }
+            samples
+        });
+    }
+    let mut samples = Vec::with_capacity(clients * runs_per_client);
+    while let Some(client_samples) = tasks.join_next().await {
+        samples.extend(client_samples.expect("client task"));
+    }
+    let per_second = samples.len() as f64 / started.elapsed().as_secs_f64();
+    (Percentiles::of(samples), per_second)
+}
+
+fn report_concurrent(name: &str, p: &Percentiles, per_second: f64) {
+    println!(
+        "| {name} | {:.1} | {:.1} | {:.1} | {} | {per_second:.0} |",
+        ms(p.p50),
+        ms(p.p95),
+        ms(p.p99),
+        p.runs
+    );
 }
 
 fn report(name: &str, p: &Percentiles) {
@@ -261,6 +310,71 @@ async fn main() {
     })
     .await;
     report("sessions uncached, heaviest user, first 50", &p);
+
+    if args.clients > 0 {
+        // One connection shared by every client (as the gateway holds one channel), then one
+        // connection per client: the difference is what the shared connection costs.
+        let mut per_client = Vec::with_capacity(args.clients);
+        for _ in 0..args.clients {
+            per_client.push(
+                UsersQueryServiceClient::connect(format!("http://{addr}"))
+                    .await
+                    .expect("connect to users-query")
+                    .max_decoding_message_size(64 * 1024 * 1024),
+            );
+        }
+        println!();
+        println!(
+            "{} concurrent clients, {} page loads each (overview + users COST_SUM DESC first 50, \
+             concurrently, per load):",
+            args.clients, args.runs_per_client
+        );
+        println!();
+        println!("| query | p50 ms | p95 ms | p99 ms | loads | loads/s |");
+        println!("|---|---|---|---|---|---|");
+        // Uncached loads use range ends no earlier run used.
+        let mut offset = 2 * args.runs + 10;
+        for (name, cached, shared) in [
+            ("users page uncached, one shared connection", false, true),
+            (
+                "users page uncached, one connection per client",
+                false,
+                false,
+            ),
+            ("users page cached, one shared connection", true, true),
+            ("users page cached, one connection per client", true, false),
+        ] {
+            let base = offset;
+            if !cached {
+                offset += args.clients * args.runs_per_client;
+            }
+            let runs_per_client = args.runs_per_client;
+            let (p, per_second) = measure_concurrent(args.clients, runs_per_client, |c, i| {
+                let channel = if shared {
+                    client.inner.clone()
+                } else {
+                    per_client[c].clone()
+                };
+                let (mut a, mut b) = (channel.clone(), channel);
+                let n = if cached {
+                    0
+                } else {
+                    base + c * runs_per_client + i
+                };
+                let (o, u) = (
+                    client.request(overview(n)),
+                    client.request(users(n, UserOrderField::CostSum)),
+                );
+                async move {
+                    let (o, u) = tokio::join!(a.get_users_overview(o), b.list_users(u));
+                    o.expect("overview");
+                    u.expect("users");
+                }
+            })
+            .await;
+            report_concurrent(name, &p, per_second);
+        }
+    }
 
     // The design this replaces: one GROUP BY over the raw spans per page load.
     let backend = db.get_database_backend();

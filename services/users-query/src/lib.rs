@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod convert;
 pub mod error;
+pub mod fresh_reads;
 pub mod metrics;
 pub mod monitoring;
 pub mod service;

@@ -17,11 +17,15 @@ use userlens_storage::DatabaseConnection;
 use crate::cache::{CacheKey, ResultCache};
 use crate::convert;
 use crate::error::QueryServiceError;
+use crate::fresh_reads::FreshReads;
 use crate::metrics::QueryMetrics;
-use crate::snapshots::SnapshotStore;
+use crate::snapshots::{CurrentGeneration, SnapshotStore};
 
 pub struct QueryService {
     snapshots: Arc<SnapshotStore>,
+    /// Concurrent queries of one project share reads of its generation that started after
+    /// they arrived.
+    generations: FreshReads<CurrentGeneration>,
     cache: ResultCache,
     metrics: Arc<QueryMetrics>,
 }
@@ -39,6 +43,7 @@ impl QueryService {
     ) -> Self {
         Self {
             snapshots,
+            generations: FreshReads::new(),
             cache,
             metrics,
         }
@@ -62,7 +67,10 @@ impl QueryService {
             .map_err(|_| QueryServiceError::Unauthenticated)?
             .project_id;
         self.metrics.record_query();
-        let current = self.snapshots.current(project_id).await?;
+        let current = self
+            .generations
+            .read(project_id, || self.snapshots.current(project_id))
+            .await?;
         let generation = current.generation;
         let key = CacheKey::new(
             &current.deployment_id,
