@@ -482,6 +482,32 @@ fn batch(sequence: u64) -> SpanBatch {
     }
 }
 
+/// Opens a `StreamSpans` stream with the bootstrap key and has its first batch stored:
+/// the sender of further batches and the stream of acks.
+async fn open_stream_with_one_durable_batch(
+    ingest: &UserlensProcess,
+) -> (
+    tokio::sync::mpsc::Sender<SpanBatch>,
+    tonic::Streaming<userlens_proto::ingest::v1::BatchAck>,
+) {
+    let mut client = IngestServiceClient::new(channel(ingest.addr("otlp-grpc")).await);
+    let (batches, outbound) = tokio::sync::mpsc::channel::<SpanBatch>(16);
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(outbound));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {KEY}").parse().expect("ascii"),
+    );
+    let mut acks = client
+        .stream_spans(request)
+        .await
+        .expect("stream opened")
+        .into_inner();
+    batches.send(batch(1)).await.expect("send");
+    let first = acks.message().await.expect("an ack").expect("an ack");
+    assert_eq!(first.outcome, BatchOutcome::Durable as i32);
+    (batches, acks)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_key_stops_an_open_stream_within_the_key_cache_ttl() {
     const TTL_MS: u64 = 300;
@@ -492,22 +518,7 @@ async fn a_deleted_key_stops_an_open_stream_within_the_key_cache_ttl() {
             .await
             .expect("keys")
             .expect("the bootstrap key's project");
-        let mut client = IngestServiceClient::new(channel(ingest.addr("otlp-grpc")).await);
-        let (batches, outbound) = tokio::sync::mpsc::channel::<SpanBatch>(16);
-        let mut request =
-            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(outbound));
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {KEY}").parse().expect("ascii"),
-        );
-        let mut acks = client
-            .stream_spans(request)
-            .await
-            .expect("stream opened")
-            .into_inner();
-        batches.send(batch(1)).await.expect("send");
-        let first = acks.message().await.expect("an ack").expect("an ack");
-        assert_eq!(first.outcome, BatchOutcome::Durable as i32);
+        let (batches, mut acks) = open_stream_with_one_durable_batch(&ingest).await;
 
         api_keys::Entity::delete_by_id(keys::hash_key(KEY))
             .exec(&database.db)
@@ -566,22 +577,7 @@ async fn a_deleted_key_closes_an_idle_stream_within_the_key_cache_ttl() {
     for_each_backend!(|database| {
         let ttl = TTL_MS.to_string();
         let ingest = start_ingest(&database, &[("USERLENS_KEY_CACHE_TTL_MS", &ttl)]).await;
-        let mut client = IngestServiceClient::new(channel(ingest.addr("otlp-grpc")).await);
-        let (batches, outbound) = tokio::sync::mpsc::channel::<SpanBatch>(16);
-        let mut request =
-            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(outbound));
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {KEY}").parse().expect("ascii"),
-        );
-        let mut acks = client
-            .stream_spans(request)
-            .await
-            .expect("stream opened")
-            .into_inner();
-        batches.send(batch(1)).await.expect("send");
-        let first = acks.message().await.expect("an ack").expect("an ack");
-        assert_eq!(first.outcome, BatchOutcome::Durable as i32);
+        let (batches, mut acks) = open_stream_with_one_durable_batch(&ingest).await;
 
         // While the key is valid, an idle stream stays open past several re-checks.
         let still_open =
