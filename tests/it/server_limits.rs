@@ -175,16 +175,66 @@ fn statement(backend: DbBackend, sql: &str, values: Vec<sea_orm::Value>) -> Stat
     Statement::from_sql_and_values(backend, sql, values)
 }
 
+/// What a backup holds of a project's history: its generation and token, with the marks.
+struct Backup {
+    state: read::ProjectGeneration,
+}
+
+async fn take_backup(db: &sea_orm::DatabaseConnection, project_id: i64) -> Backup {
+    Backup {
+        state: read::generation_and_deployment(db, project_id)
+            .await
+            .expect("generation"),
+    }
+}
+
+/// Restores what `backup` saw, as restoring a database backup would: the rows of the given
+/// traces written since are gone, and the project's generation, token and marks go back.
+async fn restore(
+    db: &sea_orm::DatabaseConnection,
+    project_id: i64,
+    backup: &Backup,
+    traces_written_since: &[u64],
+) {
+    let backend = db.get_database_backend();
+    for trace in traces_written_since {
+        for table in ["spans", "traces", "trace_annotations"] {
+            db.execute_raw(statement(
+                backend,
+                &format!("DELETE FROM {table} WHERE trace_id = ?"),
+                vec![trace_id(*trace).to_vec().into()],
+            ))
+            .await
+            .expect("delete rows written since the backup");
+        }
+    }
+    db.execute_raw(statement(
+        backend,
+        "DELETE FROM generation_marks WHERE project_id = ? AND generation > ?",
+        vec![project_id.into(), backup.state.generation.into()],
+    ))
+    .await
+    .expect("marks of the backup");
+    db.execute_raw(statement(
+        backend,
+        "UPDATE projects SET data_generation = ?, generation_token = ? WHERE id = ?",
+        vec![
+            backup.state.generation.into(),
+            backup.state.token.into(),
+            project_id.into(),
+        ],
+    ))
+    .await
+    .expect("set the generation back");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_generation_going_backwards_rebuilds_the_snapshot_and_the_cache_namespace() {
     for_each_backend!(|database| {
         let stack = Stack::start(&database, CacheChoice::ForBackend).await;
         let db = &database.db;
-        let backend = db.get_database_backend();
         stack.export(one_trace(1, "alice")).await;
-        let backup_generation = read::project_generation(db, stack.project_id)
-            .await
-            .expect("generation");
+        let backup = take_backup(db, stack.project_id).await;
         assert_eq!(users_at(stack.query, &stack.key, 50).await, ["alice"]);
         stack.export(one_trace(2, "bob")).await;
         let later_generation = read::project_generation(db, stack.project_id)
@@ -194,34 +244,21 @@ async fn a_generation_going_backwards_rebuilds_the_snapshot_and_the_cache_namesp
             users_at(stack.query, &stack.key, 50).await,
             ["alice", "bob"]
         );
-        let (_, deployment_before) = read::generation_and_deployment(db, stack.project_id)
+        let deployment_before = read::generation_and_deployment(db, stack.project_id)
             .await
-            .expect("deployment");
+            .expect("deployment")
+            .deployment_id;
 
         // Restore the backup taken before bob's trace: his rows and the generation go back.
-        for table in ["spans", "traces", "trace_annotations"] {
-            db.execute_raw(statement(
-                backend,
-                &format!("DELETE FROM {table} WHERE trace_id = ?"),
-                vec![trace_id(2).to_vec().into()],
-            ))
-            .await
-            .expect("delete bob's rows");
-        }
-        db.execute_raw(statement(
-            backend,
-            "UPDATE projects SET data_generation = ? WHERE id = ?",
-            vec![backup_generation.into(), stack.project_id.into()],
-        ))
-        .await
-        .expect("set the generation back");
+        restore(db, stack.project_id, &backup, &[2]).await;
 
         // A page size never asked before: answered from the snapshot, not the cache.
         assert_eq!(users_at(stack.query, &stack.key, 49).await, ["alice"]);
         assert_eq!(users_at(stack.query, &stack.key, 50).await, ["alice"]);
-        let (_, deployment_after) = read::generation_and_deployment(db, stack.project_id)
+        let deployment_after = read::generation_and_deployment(db, stack.project_id)
             .await
-            .expect("deployment");
+            .expect("deployment")
+            .deployment_id;
         assert_ne!(
             deployment_before, deployment_after,
             "a fresh cache namespace"
@@ -243,6 +280,70 @@ async fn a_generation_going_backwards_rebuilds_the_snapshot_and_the_cache_namesp
         assert_eq!(
             users_at(stack.query, &stack.key, 48).await,
             ["alice", "carol"]
+        );
+        stack.stop().await;
+    });
+}
+
+/// The case no process can see as a generation going backwards: the restored database is
+/// written again up to (and past) the generation the old snapshot and cached answers hold
+/// before anyone queries it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restored_database_written_again_before_any_query_serves_nothing_of_the_old_history() {
+    for_each_backend!(|database| {
+        let stack = Stack::start(&database, CacheChoice::ForBackend).await;
+        let db = &database.db;
+        stack.export(one_trace(1, "alice")).await;
+        assert_eq!(users_at(stack.query, &stack.key, 50).await, ["alice"]);
+        let backup = take_backup(db, stack.project_id).await;
+        stack.export(one_trace(2, "bob")).await;
+        let bob_generation = read::project_generation(db, stack.project_id)
+            .await
+            .expect("generation");
+        // The snapshot and the cache (Redis on PostgreSQL) hold alice and bob.
+        assert_eq!(
+            users_at(stack.query, &stack.key, 50).await,
+            ["alice", "bob"]
+        );
+
+        restore(db, stack.project_id, &backup, &[2]).await;
+        // Written again before any query: the generation is bob's again, with other data.
+        stack.export(one_trace(3, "carol")).await;
+        assert_eq!(
+            read::project_generation(db, stack.project_id)
+                .await
+                .expect("generation"),
+            bob_generation
+        );
+        // The same page as the one cached with bob: not served from the cache.
+        assert_eq!(
+            users_at(stack.query, &stack.key, 50).await,
+            ["alice", "carol"]
+        );
+        // Another page size: from a snapshot rebuilt, not the one holding bob.
+        assert_eq!(
+            users_at(stack.query, &stack.key, 47).await,
+            ["alice", "carol"]
+        );
+
+        // Once more, now written past bob's generation before the next query: the snapshot
+        // holds carol's state, which the restore below takes away again.
+        let backup = take_backup(db, stack.project_id).await;
+        stack.export(one_trace(4, "dave")).await;
+        assert_eq!(
+            users_at(stack.query, &stack.key, 46).await,
+            ["alice", "carol", "dave"]
+        );
+        restore(db, stack.project_id, &backup, &[4]).await;
+        stack.export(one_trace(5, "erin")).await;
+        stack.export(one_trace(6, "frank")).await;
+        assert_eq!(
+            users_at(stack.query, &stack.key, 46).await,
+            ["alice", "carol", "erin", "frank"]
+        );
+        assert_eq!(
+            users_at(stack.query, &stack.key, 45).await,
+            ["alice", "carol", "erin", "frank"]
         );
         stack.stop().await;
     });

@@ -42,6 +42,7 @@ pub async fn ensure_project(db: &impl ConnectionTrait, name: &str) -> Result<i64
     projects::Entity::insert(projects::ActiveModel {
         name: Set(name.to_owned()),
         data_generation: Set(0),
+        generation_token: Set(0),
         created_at_ns: Set(now_ns()),
         ..Default::default()
     })

@@ -58,20 +58,29 @@ pub async fn span_count(db: &impl ConnectionTrait, project_id: i64) -> Result<u6
         .await?)
 }
 
-/// The project's data generation and the deployment id (see the `deployment` table), read
-/// in one statement so a replaced deployment id is seen by the very next query.
+/// Where a project stands: its data generation, the token of the write that made it (see
+/// `generation_marks`), and the deployment id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectGeneration {
+    pub generation: i64,
+    pub token: i64,
+    pub deployment_id: String,
+}
+
+/// The project's data generation and token and the deployment id (see the `deployment`
+/// table), read in one statement so a replaced deployment id is seen by the very next query.
 pub async fn generation_and_deployment(
     db: &impl ConnectionTrait,
     project_id: i64,
-) -> Result<(i64, String), StorageError> {
+) -> Result<ProjectGeneration, StorageError> {
     let backend = db.get_database_backend();
     let sql = match backend {
         DbBackend::Postgres => {
-            "SELECT p.data_generation, d.deployment_id FROM projects p \
+            "SELECT p.data_generation, p.generation_token, d.deployment_id FROM projects p \
              CROSS JOIN deployment d WHERE p.id = $1 AND d.id = 1"
         }
         _ => {
-            "SELECT p.data_generation, d.deployment_id FROM projects p \
+            "SELECT p.data_generation, p.generation_token, d.deployment_id FROM projects p \
              CROSS JOIN deployment d WHERE p.id = ? AND d.id = 1"
         }
     };
@@ -83,10 +92,39 @@ pub async fn generation_and_deployment(
         ))
         .await?
         .ok_or(StorageError::UnknownProject(project_id))?;
-    Ok((
-        row.try_get::<i64>("", "data_generation")?,
-        row.try_get::<String>("", "deployment_id")?,
-    ))
+    Ok(ProjectGeneration {
+        generation: row.try_get::<i64>("", "data_generation")?,
+        token: row.try_get::<i64>("", "generation_token")?,
+        deployment_id: row.try_get::<String>("", "deployment_id")?,
+    })
+}
+
+/// The token recorded for `generation` of the project, if the project's history still
+/// holds that generation (`None` after a restore to an earlier state, or once the mark is
+/// older than `write::GENERATION_MARKS_KEPT` generations).
+pub async fn generation_mark(
+    db: &impl ConnectionTrait,
+    project_id: i64,
+    generation: i64,
+) -> Result<Option<i64>, StorageError> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "SELECT token FROM generation_marks WHERE project_id = $1 AND generation = $2"
+        }
+        _ => "SELECT token FROM generation_marks WHERE project_id = ? AND generation = ?",
+    };
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [project_id.into(), generation.into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(row) => Some(row.try_get::<i64>("", "token")?),
+        None => None,
+    })
 }
 
 /// Gives the deployment a fresh id, unless another process already replaced `seen` (then

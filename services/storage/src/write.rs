@@ -15,7 +15,9 @@
 //! 4. `UPDATE projects SET data_generation = data_generation + 1 … RETURNING`: the project
 //!    row lock is taken last and held only for the trace upsert and the commit, so
 //!    generations become visible in commit order (a reader that sees generation G sees
-//!    every row written at G or before) without serialising the rest of the work.
+//!    every row written at G or before) without serialising the rest of the work. The
+//!    same statement gives the new state a random token, also recorded as the generation's
+//!    mark in `generation_marks` (what names a state across database restores).
 //! 5. Upsert the derived trace rows, stamped with the new generation; drop placeholders of
 //!    traces that turned out to have no spans (an annotation may name a trace whose spans
 //!    have not arrived yet).
@@ -299,16 +301,25 @@ const PLACEHOLDER_COLUMNS: &str = "project_id, trace_id, started_ns, ended_ns, s
 const PLACEHOLDER_VALUES_POSTGRES: &str = "0, 0, '', false, 0, 0, 0, 0, 0, 0, 0, ''::bytea, -1";
 const PLACEHOLDER_VALUES_SQLITE: &str = "0, 0, '', false, 0, 0, 0, 0, 0, 0, 0, x'', -1";
 
+/// Generations of a project whose marks are kept: a snapshot that fell further behind than
+/// this is rebuilt rather than topped up (its mark is gone, see [`crate::read::generation_mark`]).
+pub const GENERATION_MARKS_KEPT: i64 = 100_000;
+
+/// Advances the project's data generation and gives the new state a random token, stored
+/// with it in `projects` and as the generation's mark; marks older than
+/// [`GENERATION_MARKS_KEPT`] generations are dropped.
 async fn advance_generation(
     txn: &DatabaseTransaction,
     project_id: i64,
 ) -> Result<i64, StorageError> {
+    let token = new_generation_token();
     let update = Query::update()
         .table(projects::Entity)
         .value(
             projects::Column::DataGeneration,
             Expr::col(projects::Column::DataGeneration).add(1),
         )
+        .value(projects::Column::GenerationToken, token)
         .and_where(Expr::col(projects::Column::Id).eq(project_id))
         .returning_col(projects::Column::DataGeneration)
         .to_owned();
@@ -316,7 +327,46 @@ async fn advance_generation(
         .query_one(&update)
         .await?
         .ok_or(StorageError::UnknownProject(project_id))?;
-    Ok(row.try_get_by_index::<i64>(0)?)
+    let generation = row.try_get_by_index::<i64>(0)?;
+    let backend = txn.get_database_backend();
+    let (insert, prune) = match backend {
+        DbBackend::Postgres => (
+            "INSERT INTO generation_marks (project_id, generation, token) VALUES ($1, $2, $3)",
+            "DELETE FROM generation_marks WHERE project_id = $1 AND generation <= $2",
+        ),
+        _ => (
+            "INSERT INTO generation_marks (project_id, generation, token) VALUES (?, ?, ?)",
+            "DELETE FROM generation_marks WHERE project_id = ? AND generation <= ?",
+        ),
+    };
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        insert,
+        [project_id.into(), generation.into(), token.into()],
+    ))
+    .await?;
+    if generation > GENERATION_MARKS_KEPT {
+        txn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            prune,
+            [
+                project_id.into(),
+                (generation - GENERATION_MARKS_KEPT).into(),
+            ],
+        ))
+        .await?;
+    }
+    Ok(generation)
+}
+
+/// A random non-zero token (0 is the state before any write).
+fn new_generation_token() -> i64 {
+    loop {
+        let token = rand::random::<i64>();
+        if token != 0 {
+            return token;
+        }
+    }
 }
 
 /// Resource rows per statement, and the attribute JSON bytes after which a statement is

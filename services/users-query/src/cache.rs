@@ -13,6 +13,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
+use userlens_storage::read::ProjectGeneration;
 
 use crate::metrics::QueryMetrics;
 
@@ -128,15 +129,15 @@ impl ResultCache {
     }
 }
 
-/// Deployment, project, data generation, method and a digest of the request.
+/// Deployment, project, data state (generation and token), method and a digest of the
+/// request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey(String);
 
 impl CacheKey {
     pub fn new(
-        deployment_id: &str,
+        state: &ProjectGeneration,
         project_id: i64,
-        generation: i64,
         method: &str,
         request: &[u8],
         extra: &str,
@@ -145,8 +146,13 @@ impl CacheKey {
         digest.update(request);
         digest.update(extra.as_bytes());
         let digest = hex::encode(&digest.finalize()[..16]);
+        let ProjectGeneration {
+            generation,
+            token,
+            deployment_id,
+        } = state;
         Self(format!(
-            "q2:{deployment_id}:{project_id}:{generation}:{method}:{digest}"
+            "q3:{deployment_id}:{project_id}:{generation}.{token}:{method}:{digest}"
         ))
     }
 }

@@ -21,13 +21,16 @@ impl SnapshotSource for SharedSnapshots {
         Ok(self.snapshots.current(project_id).await?.generation)
     }
 
+    /// The snapshot at the project's current state, which holds at least `_generation`
+    /// (generations only grow; a restore rebuilds the snapshot).
     async fn snapshot(
         &self,
         project_id: i64,
-        generation: i64,
+        _generation: i64,
     ) -> Result<OwnedRwLockReadGuard<Snapshot>, StorageError> {
+        let current = self.snapshots.current(project_id).await?;
         self.snapshots
-            .at_generation(project_id, generation, &self.metrics)
+            .at_generation(project_id, &current, &self.metrics)
             .await
     }
 }

@@ -71,11 +71,9 @@ impl QueryService {
             .generations
             .read(project_id, || self.snapshots.current(project_id))
             .await?;
-        let generation = current.generation;
         let key = CacheKey::new(
-            &current.deployment_id,
+            &current,
             project_id,
-            generation,
             method,
             &request.get_ref().encode_to_vec(),
             extra_key,
@@ -87,7 +85,7 @@ impl QueryService {
         }
         let snapshot = self
             .snapshots
-            .at_generation(project_id, generation, &self.metrics)
+            .at_generation(project_id, &current, &self.metrics)
             .await?;
         let response = tokio::task::spawn_blocking(move || compute(&snapshot))
             .await
@@ -183,7 +181,7 @@ impl UsersQueryService for QueryService {
             .map_err(QueryServiceError::from)?;
         let shared = self
             .snapshots
-            .shared_at_generation(project_id, current.generation, &self.metrics)
+            .shared_at_generation(project_id, &current, &self.metrics)
             .await
             .map_err(QueryServiceError::from)?;
         let snapshot = Arc::clone(&shared).read_owned().await;

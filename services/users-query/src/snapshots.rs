@@ -3,10 +3,16 @@
 //! generation the snapshot holds are read from the `(project_id, change_generation)` index
 //! and applied. The database stays the source of truth.
 //!
+//! Each state of a project is named by its generation and the random token of the write
+//! that made it (`generation_marks`). Before a snapshot holding generation G is topped up,
+//! the project's history is checked to still hold G with the token the snapshot saw; when it
+//! does not (the database was restored to an earlier state, perhaps written again since),
+//! the snapshot is rebuilt from scratch. Result cache keys carry the token too, so a result
+//! cached before a restore is never served after it, by this process or any other.
+//!
 //! Generations only grow, so a project whose generation is lower than one this process has
-//! already read was restored from a backup: its snapshot is rebuilt from scratch and the
-//! deployment id (the result cache's namespace) is replaced before anything is answered, so
-//! neither the snapshot nor a result cached before the restore is ever served.
+//! already read was restored as well: its snapshot is rebuilt and the deployment id (the
+//! result cache's namespace) is replaced before anything is answered.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -20,17 +26,28 @@ use crate::metrics::QueryMetrics;
 
 struct ProjectSnapshot {
     snapshot: Arc<RwLock<Snapshot>>,
-    /// Generation the snapshot holds every row of; guarded by `refresh`.
-    held_generation: tokio::sync::Mutex<i64>,
+    /// The state the snapshot holds every row of.
+    held: tokio::sync::Mutex<Held>,
     /// Highest generation of the project this process has read from the database.
     highest_seen: AtomicI64,
 }
 
-/// Where a query stands: the project's data generation and the deployment id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CurrentGeneration {
-    pub generation: i64,
-    pub deployment_id: String,
+/// Where a query stands: the project's data generation, its token and the deployment id.
+pub type CurrentGeneration = read::ProjectGeneration;
+
+/// A state of a project's data: a generation and the token of the write that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    generation: i64,
+    token: i64,
+}
+
+/// What a refresh found.
+enum Refresh {
+    /// The snapshot holds the requested state (or a later one).
+    Current,
+    /// The state the snapshot holds is no longer in the project's history.
+    Diverged,
 }
 
 pub struct SnapshotStore {
@@ -79,50 +96,108 @@ impl SnapshotStore {
     }
 
     async fn read_current(&self, project_id: i64) -> Result<CurrentGeneration, StorageError> {
-        let (generation, deployment_id) =
-            read::generation_and_deployment(&self.db, project_id).await?;
-        Ok(CurrentGeneration {
-            generation,
-            deployment_id,
-        })
+        read::generation_and_deployment(&self.db, project_id).await
     }
 
-    /// The project's snapshot, holding at least every row up to `generation`.
+    /// The project's snapshot, holding at least every row of state `current`.
     pub async fn at_generation(
         &self,
         project_id: i64,
-        generation: i64,
+        current: &CurrentGeneration,
         metrics: &QueryMetrics,
     ) -> Result<OwnedRwLockReadGuard<Snapshot>, StorageError> {
-        let project = self.project(project_id);
-        {
-            // One refresh at a time per project; queries arriving meanwhile wait for it and
-            // then find the snapshot current.
-            let mut held = project.held_generation.lock().await;
-            if *held < generation {
-                let rows = read::traces_changed_since(&self.db, project_id, *held).await?;
-                metrics.record_snapshot_refresh(rows.len());
-                let mut snapshot = Arc::clone(&project.snapshot).write_owned().await;
-                tokio::task::spawn_blocking(move || snapshot.upsert(rows))
-                    .await
-                    .map_err(|e| StorageError::Corrupt(format!("snapshot update panicked: {e}")))?;
-                *held = generation;
-            }
-        }
+        let project = self.refreshed(project_id, current, metrics).await?;
         Ok(Arc::clone(&project.snapshot).read_owned().await)
     }
 
-    /// The project's snapshot, refreshed to at least `generation`, as a handle a long read
-    /// locks piece by piece, so it never holds off a refresh for long. The snapshot behind
-    /// the handle only gains rows: interned ids stay valid across its refreshes.
+    /// The project's snapshot, refreshed to at least state `current`, as a handle a long
+    /// read locks piece by piece, so it never holds off a refresh for long. The snapshot
+    /// behind the handle only gains rows: interned ids stay valid across its refreshes (a
+    /// rebuild makes a new snapshot; handles to the old one keep it).
     pub async fn shared_at_generation(
         &self,
         project_id: i64,
-        generation: i64,
+        current: &CurrentGeneration,
         metrics: &QueryMetrics,
     ) -> Result<Arc<RwLock<Snapshot>>, StorageError> {
-        drop(self.at_generation(project_id, generation, metrics).await?);
-        Ok(Arc::clone(&self.project(project_id).snapshot))
+        let project = self.refreshed(project_id, current, metrics).await?;
+        Ok(Arc::clone(&project.snapshot))
+    }
+
+    /// The project's snapshot entry, refreshed to state `current`; rebuilt when the state it
+    /// held left the project's history.
+    async fn refreshed(
+        &self,
+        project_id: i64,
+        current: &CurrentGeneration,
+        metrics: &QueryMetrics,
+    ) -> Result<Arc<ProjectSnapshot>, StorageError> {
+        let project = self.project(project_id);
+        match self.refresh(&project, project_id, current, metrics).await? {
+            Refresh::Current => Ok(project),
+            Refresh::Diverged => {
+                tracing::warn!(
+                    project_id,
+                    generation = current.generation,
+                    "the snapshot's state is no longer in the project's history (database \
+                     restored?): rebuilding the snapshot"
+                );
+                let fresh = Arc::new(ProjectSnapshot::new(current.generation));
+                {
+                    let mut projects = self.lock_projects();
+                    // Another query may have replaced it already: keep the newer one.
+                    let entry = projects
+                        .entry(project_id)
+                        .or_insert_with(|| Arc::clone(&fresh));
+                    if Arc::ptr_eq(entry, &project) {
+                        *entry = Arc::clone(&fresh);
+                    }
+                }
+                let project = self.project(project_id);
+                match self.refresh(&project, project_id, current, metrics).await? {
+                    Refresh::Current => Ok(project),
+                    Refresh::Diverged => Err(StorageError::Corrupt(format!(
+                        "project {project_id}: a rebuilt snapshot diverged at once"
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Tops the snapshot up to state `current`: one refresh at a time per project; queries
+    /// arriving meanwhile wait for it and then find the snapshot current.
+    async fn refresh(
+        &self,
+        project: &ProjectSnapshot,
+        project_id: i64,
+        current: &CurrentGeneration,
+        metrics: &QueryMetrics,
+    ) -> Result<Refresh, StorageError> {
+        let mut held = project.held.lock().await;
+        let wanted = Held {
+            generation: current.generation,
+            token: current.token,
+        };
+        if *held == wanted || held.generation > wanted.generation {
+            return Ok(Refresh::Current);
+        }
+        // A snapshot that holds a written state is topped up only from that very state.
+        if held.generation > 0 {
+            let in_history = held.generation < wanted.generation
+                && read::generation_mark(&self.db, project_id, held.generation).await?
+                    == Some(held.token);
+            if !in_history {
+                return Ok(Refresh::Diverged);
+            }
+        }
+        let rows = read::traces_changed_since(&self.db, project_id, held.generation).await?;
+        metrics.record_snapshot_refresh(rows.len());
+        let mut snapshot = Arc::clone(&project.snapshot).write_owned().await;
+        tokio::task::spawn_blocking(move || snapshot.upsert(rows))
+            .await
+            .map_err(|e| StorageError::Corrupt(format!("snapshot update panicked: {e}")))?;
+        *held = wanted;
+        Ok(Refresh::Current)
     }
 
     fn project(&self, project_id: i64) -> Arc<ProjectSnapshot> {
@@ -146,7 +221,10 @@ impl ProjectSnapshot {
     fn new(highest_seen: i64) -> Self {
         Self {
             snapshot: Arc::new(RwLock::new(Snapshot::new())),
-            held_generation: tokio::sync::Mutex::new(-1),
+            held: tokio::sync::Mutex::new(Held {
+                generation: -1,
+                token: 0,
+            }),
             highest_seen: AtomicI64::new(highest_seen),
         }
     }

@@ -9,6 +9,8 @@ pub struct Model {
     pub name: String,
     /// Advanced by every committed write of the project; see `docs/storage.md`.
     pub data_generation: i64,
+    /// Random token of the write that made `data_generation` (0 before any write).
+    pub generation_token: i64,
     pub created_at_ns: i64,
 }
 
