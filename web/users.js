@@ -15,20 +15,30 @@ const TREND_BUCKETS = 14;
 const HIDDEN_COLUMNS_STORAGE = "userlens.hiddenColumns";
 const COST_STAT_STORAGE = "userlens.costRollup";
 
-// The overview cards. `change` is the place for the period-over-period change: the API does
-// not answer the previous period yet, so `previous` is always null and no change is shown.
+// The overview cards. Each shows its change against the previous equal-length period, from
+// the API's `previousPeriod` (SPEC §4.8: the change is the client's arithmetic).
 const CARDS = [
   { key: "uniqueUsers", label: "Unique users", format: formatInteger, detail: (o) => `${formatInteger(o.traces)} traces` },
-  { key: "newUsers", label: "New users", format: formatInteger, detail: () => "first trace in this period" },
+  { key: "newUsers", label: "New users", format: formatInteger, detail: (o) => `first trace in this period · ${formatInteger(o.returningUsers)} returning` },
   { key: "userTraceShare", label: "Traces with a user", format: formatPercent, detail: (o) => `${formatInteger(o.tracesWithUser)} of ${formatInteger(o.traces)}` },
   { key: "tracesPerUser", label: "Traces per user", format: formatDecimal, detail: () => "traces with a user / users" },
   { key: "sessionsPerUser", label: "Sessions per user", format: formatDecimal, detail: (o) => `${formatInteger(o.sessionsWithUser)} sessions with a user` },
 ];
 
-/** The relative change of a card against the previous equal-length period, or null. */
+/**
+ * A card's change against the previous period: `{ kind, text }` with kind `up`, `down`,
+ * `flat` or `new`, or null without a previous figure. (current − previous) / previous in
+ * whole percent ("+12 %", "−3 %", "0 %"); "new" when the previous figure is 0 and the
+ * current one is not (both 0 is "0 %").
+ */
 export function periodChange(current, previous) {
-  if (previous === null || previous === undefined || previous === 0) return null;
-  return (current - previous) / previous;
+  if (previous === null || previous === undefined) return null;
+  const now = Number(current);
+  const before = Number(previous);
+  if (before === 0) return now === 0 ? { kind: "flat", text: "0 %" } : { kind: "new", text: "new" };
+  const percent = Math.round(((now - before) / before) * 100);
+  if (percent === 0) return { kind: "flat", text: "0 %" };
+  return { kind: percent > 0 ? "up" : "down", text: `${percent > 0 ? "+" : "\u2212"}${formatInteger(Math.abs(percent))} %` };
 }
 
 const COST_STATS = [
@@ -253,12 +263,16 @@ export function mountUsersPage(root, ctx) {
       const data = await graphql("overview", { range: rangeInput(range) });
       if (seq !== overviewSeq) return;
       const o = data.usersOverview;
+      const previous = o.previousPeriod;
       replace(cards, CARDS.map((card) => {
-        const change = periodChange(o[card.key], null);
-        return h("div", { class: "card", "data-metric": card.key, "data-value": o[card.key] },
+        const change = periodChange(o[card.key], previous?.[card.key]);
+        return h("div", { class: "card", "data-metric": card.key, "data-value": o[card.key], "data-previous": previous?.[card.key] },
           h("div", { class: "card-label" }, card.label),
           h("div", { class: "card-value" }, card.format(o[card.key])),
-          change === null ? null : h("div", { class: change >= 0 ? "card-change up" : "card-change down" }, formatPercent(change)),
+          change === null ? null : h("div", {
+            class: `card-change ${change.kind}`, "data-testid": "card-change",
+            title: `Previous period (${formatDateTime(previous.from)} – ${formatDateTime(previous.to)}): ${card.format(previous[card.key])}`,
+          }, change.text, h("span", { class: "card-change-label" }, " vs previous period")),
           h("div", { class: "card-detail" }, card.detail(o)));
       }));
       replace(histogram);

@@ -1213,3 +1213,138 @@ async fn period_retention_active_users_filters_and_export_match_a_hand_count() {
         stack.stop().await;
     });
 }
+
+// ---- CSV export of more than one 500-row chunk ----
+
+/// Users of the multi-chunk export: `u0000` … `u1199`, one trace each on 2026-03-10, user
+/// i at 00:00:00 + i seconds with cost i nano-USD and, for even i, an email.
+const EXPORT_USERS: u64 = 1_200;
+const EXPORT_DAY: i64 = at(10, 0, 0);
+const EXPORT_QUERY: &str = "from=2026-03-10T00:00:00Z&to=2026-03-11T00:00:00Z";
+
+fn export_user(i: u64) -> String {
+    format!("u{i:04}")
+}
+
+async fn ingest_export_users(stack: &Stack) {
+    let spans: Vec<Span> = (0..EXPORT_USERS)
+        .map(|i| {
+            let start = EXPORT_DAY + i as i64 * NS;
+            let mut attrs = vec![
+                s("user.id", &export_user(i)),
+                s("session.id", &format!("s-{i}")),
+                s("gen_ai.request.model", "gpt-4o"),
+                kv("gen_ai.usage.input_tokens", int(10)),
+                kv("gen_ai.usage.output_tokens", int(5)),
+                kv("gen_ai.usage.cost", double(nano(i as i64))),
+            ];
+            if i.is_multiple_of(2) {
+                attrs.push(s("user.email", &format!("{}@x.io", export_user(i))));
+            }
+            // Trace numbers far above the hand-counted fixture's.
+            let n = 10_000 + i;
+            with_attributes(
+                span(
+                    trace_id(n),
+                    span_id(n),
+                    None,
+                    start as u64,
+                    (start + MS) as u64,
+                ),
+                attrs,
+            )
+        })
+        .collect();
+    for batch in spans.chunks(400) {
+        let response = stack
+            .export(request(vec![resource_spans(vec![], batch.to_vec())]))
+            .await;
+        if let Some(partial) = response.partial_success {
+            assert_eq!(partial.rejected_spans, 0, "{}", partial.error_message);
+        }
+    }
+}
+
+/// The row user i's figures make.
+fn export_row(i: u64) -> String {
+    let user = export_user(i);
+    let email = if i.is_multiple_of(2) {
+        format!("{user}@x.io")
+    } else {
+        String::new()
+    };
+    let at = format!("2026-03-10T00:{:02}:{:02}.000Z", i / 60, i % 60);
+    let usd = nano(i as i64);
+    format!("{user},{email},{at},{at},1,1,0,0,0.{i:09},{usd},{usd},10,5,0,15\r\n")
+}
+
+async fn check_export(gateway: &Gateway, key: &str, query: &str, users: &[u64], what: &str) {
+    let response = gateway.csv(Some(key), query).await;
+    assert_eq!(response.status(), 200, "{what}: {query}");
+    let body = response.text().await.expect("csv body");
+    let lines: Vec<&str> = body.split_inclusive("\r\n").collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(CSV_HEADER),
+        "{what}: {query}: header"
+    );
+    assert_eq!(
+        lines.len() - 1,
+        users.len(),
+        "{what}: {query}: one row per user"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for (at, (line, &i)) in lines[1..].iter().zip(users).enumerate() {
+        assert_eq!(*line, export_row(i), "{what}: {query}: row {at}");
+        assert!(seen.insert(i), "{what}: {query}: user {i} twice");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_export_of_several_chunks_has_every_row_once_in_order() {
+    for_each_backend!(|database| {
+        let stack = Stack::start(&database, CacheChoice::ForBackend).await;
+        ingest_export_users(&stack).await;
+        let gateway = start_gateway(&stack).await;
+        let what = format!("{:?}", database.backend);
+        let all: Vec<u64> = (0..EXPORT_USERS).collect();
+        let newest_first: Vec<u64> = all.iter().rev().copied().collect();
+        // 1,200 rows: chunks of 500, 500 and 200.
+        check_export(
+            &gateway,
+            &stack.key,
+            &format!("{EXPORT_QUERY}&orderBy=USER_ID&direction=ASC"),
+            &all,
+            &what,
+        )
+        .await;
+        // The default order, LAST_SEEN DESC.
+        check_export(&gateway, &stack.key, EXPORT_QUERY, &newest_first, &what).await;
+        // A filter selecting 700 users (cost ≥ 500 nano-USD), highest cost first, and one
+        // selecting exactly 500 (the even users with an email and cost ≥ 200 nano-USD).
+        check_export(
+            &gateway,
+            &stack.key,
+            &format!("{EXPORT_QUERY}&minCostSum=0.0000005&orderBy=COST_SUM&direction=DESC"),
+            &newest_first[..700],
+            &what,
+        )
+        .await;
+        // (`direction` defaults to DESC.)
+        let even: Vec<u64> = (200..EXPORT_USERS)
+            .rev()
+            .filter(|i| i.is_multiple_of(2))
+            .collect();
+        assert_eq!(even.len(), 500);
+        check_export(
+            &gateway,
+            &stack.key,
+            &format!("{EXPORT_QUERY}&hasEmail=true&minCostSum=0.0000002&orderBy=USER_ID"),
+            &even,
+            &what,
+        )
+        .await;
+        gateway.stop().await;
+        stack.stop().await;
+    });
+}

@@ -31,6 +31,7 @@ const PHONE = { width: 390, height: 844 };
 const children = [];
 let workDir;
 let base;
+let otlpHttpAddr;
 let key;
 let browser;
 let page;
@@ -161,6 +162,70 @@ async function screenshot(name, fullPage = true) {
   await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage });
 }
 
+// Two weeks of January 2010, far from the demo data, whose figures are counted by hand:
+//
+// | trace | day    | user | session |     | trace | day    | user | session |
+// |-------|--------|------|---------|     |-------|--------|------|---------|
+// | A     | 01-02  | p1   | s1      |     | E     | 01-09  | p1   | s4      |
+// | B     | 01-03  | p2   | s2      |     | F     | 01-10  | n1   | s5      |
+// | C     | 01-04  | –    | sA      |     | G     | 01-11  | n2   | s6      |
+// | D     | 01-05  | p1   | s3      |     | H     | 01-12  | n2   | s6      |
+//                                          | I     | 01-13  | n3   | s7      |
+//                                          | J     | 01-14  | –    | sB      |
+//
+// Week [01-01, 01-08): 2 users (both new), 4 traces, 3 with a user (share 0.75), 1.5 traces
+// and 1.5 sessions per user. Week [01-08, 01-15): 4 users (3 new, p1 returning), 6 traces,
+// 5 with a user (share 5/6), 1.25 traces and 1.0 sessions per user.
+const KNOWN_WEEK = { from: "2010-01-08T00:00:00Z", to: "2010-01-15T00:00:00Z" };
+const KNOWN_FIRST_WEEK = { from: "2010-01-01T00:00:00Z", to: "2010-01-08T00:00:00Z" };
+const KNOWN_TRACES = [
+  [2, "p1", "s1"], [3, "p2", "s2"], [4, null, "sA"], [5, "p1", "s3"],
+  [9, "p1", "s4"], [10, "n1", "s5"], [11, "n2", "s6"], [12, "n2", "s6"], [13, "n3", "s7"], [14, null, "sB"],
+];
+
+async function sendKnownWeeks() {
+  const spans = KNOWN_TRACES.map(([day, user, session], i) => {
+    const start = BigInt(Date.UTC(2010, 0, day, 10)) * 1_000_000n;
+    const attributes = [{ key: "session.id", value: { stringValue: session } }];
+    if (user) attributes.push({ key: "user.id", value: { stringValue: user } });
+    return {
+      traceId: (0xa000 + i).toString(16).padStart(32, "0"),
+      spanId: (i + 1).toString(16).padStart(16, "0"),
+      name: "chat",
+      startTimeUnixNano: String(start),
+      endTimeUnixNano: String(start + 1_000_000n),
+      attributes,
+    };
+  });
+  const response = await fetch(`http://${otlpHttpAddr}/v1/traces`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+    body: JSON.stringify({ resourceSpans: [{ resource: { attributes: [] }, scopeSpans: [{ spans }] }] }),
+  });
+  assert.equal(response.status, 200, await response.text());
+  const both = { from: KNOWN_FIRST_WEEK.from, to: KNOWN_WEEK.to };
+  for (let attempt = 0; ; attempt++) {
+    const { usersOverview } = await api("overview", { range: both });
+    if (usersOverview.traces === KNOWN_TRACES.length) break;
+    assert.ok(attempt < 120, `only ${usersOverview.traces} of ${KNOWN_TRACES.length} known traces visible`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+// The change a card shows (web/users.js), restated: whole percent with a sign, "new" when
+// the previous figure is 0.
+function change(current, previous) {
+  if (previous === 0) return current === 0 ? "0 %" : "new";
+  const points = Math.round(((current - previous) / previous) * 100);
+  if (points === 0) return "0 %";
+  return `${points > 0 ? "+" : "\u2212"}${integer(Math.abs(points))} %`;
+}
+
+async function shownChanges() {
+  return page.$$eval(".card[data-metric]", (cards) => Object.fromEntries(cards.map((card) =>
+    [card.dataset.metric, card.querySelector("[data-testid=card-change]")?.textContent ?? null])));
+}
+
 // ---------------------------------------------------------------------------------------
 
 before(async () => {
@@ -174,6 +239,7 @@ before(async () => {
   [, key] = await server.waitFor("stdout", /API key \(project default\): (\S+)/, "the API key");
   const [, graphqlAddr] = await server.waitFor("stdout", /GraphiQL: http:\/\/(\S+)\/graphql/, "the gateway address");
   const [, grpcAddr] = await server.waitFor("stderr", /listener="?otlp-grpc"? addr=(\S+)/, "the OTLP/gRPC address");
+  [, otlpHttpAddr] = await server.waitFor("stderr", /listener="?otlp-http"? addr=(\S+)/, "the OTLP/HTTP address");
   base = `http://${graphqlAddr}`;
 
   const demo = start(["demo", "--traces", String(TRACES), "--users", String(USERS), "--days", "30", "--seed", "7",
@@ -188,6 +254,8 @@ before(async () => {
     assert.ok(attempt < 120, `only ${usersOverview.traces} of ${TRACES} traces visible`);
     await new Promise((r) => setTimeout(r, 500));
   }
+
+  await sendKnownWeeks();
 
   browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: CHROMIUM_ARGS });
   const context = await browser.newContext({ viewport: LAPTOP });
@@ -235,6 +303,47 @@ test("the overview cards show the API's figures for the selected range", async (
   // One bar per bucket of the API's histogram: uPlot's data length.
   assert.ok(await page.locator("[data-testid=histogram] canvas").count() >= 1);
   await screenshot("users-page-laptop", false);
+});
+
+test("each card shows its change against the previous period of a hand-counted week", async () => {
+  // The API's previous period holds the figures counted by hand above.
+  const { usersOverview: o } = await api("overview", { range: KNOWN_WEEK });
+  assert.deepEqual(
+    [o.uniqueUsers, o.newUsers, o.returningUsers, o.traces, o.tracesWithUser, o.tracesPerUser, o.sessionsPerUser],
+    [4, 3, 1, 6, 5, 1.25, 1]);
+  const p = o.previousPeriod;
+  assert.deepEqual([p.from, p.to], ["2010-01-01T00:00:00.000Z", "2010-01-08T00:00:00.000Z"]);
+  assert.deepEqual([p.uniqueUsers, p.newUsers, p.userTraceShare, p.tracesPerUser, p.sessionsPerUser], [2, 2, 0.75, 1.5, 1.5]);
+
+  await page.goto(`${base}/?from=${KNOWN_WEEK.from}&to=${KNOWN_WEEK.to}`);
+  await usersPageReady();
+  const suffix = " vs previous period";
+  assert.deepEqual(await shownChanges(), {
+    uniqueUsers: `+100 %${suffix}`, // 4 vs 2
+    newUsers: `+50 %${suffix}`, // 3 vs 2
+    userTraceShare: `+11 %${suffix}`, // 5/6 vs 3/4
+    tracesPerUser: `\u221217 %${suffix}`, // 1.25 vs 1.5
+    sessionsPerUser: `\u221233 %${suffix}`, // 1.0 vs 1.5
+  });
+  assert.equal(await page.locator(".card[data-metric=uniqueUsers] [data-testid=card-change]").getAttribute("class"), "card-change up");
+  assert.equal(await page.locator(".card[data-metric=tracesPerUser] [data-testid=card-change]").getAttribute("class"), "card-change down");
+  assert.match(await page.locator(".card[data-metric=uniqueUsers] [data-testid=card-change]").getAttribute("title"), /: 2$/);
+
+  // The week before had no traces: every figure is new.
+  await page.goto(`${base}/?from=${KNOWN_FIRST_WEEK.from}&to=${KNOWN_FIRST_WEEK.to}`);
+  await usersPageReady();
+  const changes = await shownChanges();
+  for (const metric of Object.keys(changes)) assert.equal(changes[metric], `new${suffix}`, metric);
+  assert.equal(await page.locator(".card[data-metric=newUsers] [data-testid=card-change]").getAttribute("class"), "card-change new");
+
+  // The demo data's range: the change of each card is the arithmetic on the API's figures.
+  await page.goto(`${base}/`);
+  await usersPageReady();
+  const { usersOverview: demo } = await api("overview", { range: await pageRange() });
+  const shown = await shownChanges();
+  for (const metric of Object.keys(shown)) {
+    assert.equal(shown[metric], `${change(demo[metric], demo.previousPeriod[metric])}${suffix}`, metric);
+  }
 });
 
 test("the first page of the table is the API's first page, newest activity first", async () => {

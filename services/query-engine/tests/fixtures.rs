@@ -4,8 +4,9 @@ mod common;
 
 use common::{DAY, HOUR, MINUTE, SECOND};
 use userlens_query_engine::{
-    IssueLink, ModelUsage, OrderDirection, QueryError, SessionsRequest, Snapshot, TimeRange,
-    ToolUsage, TraceRow, UserOrder, UserOrderField, UsersRequest,
+    IssueLink, ModelUsage, OrderDirection, PeriodUnit, QueryError, RetentionCohort,
+    RetentionRequest, SessionsRequest, Snapshot, TimeRange, ToolUsage, TraceRow, UserOrder,
+    UserOrderField, UsersRequest,
 };
 
 /// 2026-03-01T00:00:00Z, a day boundary.
@@ -822,6 +823,163 @@ fn every_invalid_argument_names_its_field() {
     assert_eq!(
         error.to_string(),
         "invalid first: must be between 1 and 200, got 0"
+    );
+}
+
+// ---- retention cohorts (SPEC §4.8) ----
+
+/// T0 (2026-03-01) is a Sunday; 2026-03-02 is a Monday.
+const MONDAY: i64 = T0 + DAY;
+
+/// Traces for the retention cases: first traces on both sides of the Monday boundary, a
+/// later trace in a week that has not started at "now", and a user who first appears then.
+fn retention_rows() -> Vec<TraceRow> {
+    vec![
+        // a: Sunday 03-01, the last nanosecond of the week of 02-23; then Monday 03-02 00:00.
+        trace(1, MONDAY - 1, Some("a"), "a1"),
+        trace(2, MONDAY, Some("a"), "a2"),
+        // b: Monday 03-02 00:00 exactly, then Monday 03-09 01:00 and Tuesday 03-17.
+        trace(3, MONDAY, Some("b"), "b1"),
+        trace(4, MONDAY + 7 * DAY + HOUR, Some("b"), "b2"),
+        trace(5, MONDAY + 15 * DAY, Some("b"), "b3"),
+        // c: Sunday 03-08 23:00, still the week of 03-02.
+        trace(6, MONDAY + 6 * DAY + 23 * HOUR, Some("c"), "c1"),
+        // d: Tuesday 03-10.
+        trace(7, MONDAY + 8 * DAY + 9 * HOUR, Some("d"), "d1"),
+        // f: Thursday 04-02, in the week of 03-30.
+        trace(8, MONDAY + 31 * DAY, Some("f"), "f1"),
+        // Anonymous traces belong to no cohort.
+        trace(9, MONDAY + 2 * HOUR, None, "n1"),
+    ]
+}
+
+fn retention_snapshot() -> Snapshot {
+    snapshot(retention_rows())
+}
+
+fn cohorts(
+    s: &Snapshot,
+    range: TimeRange,
+    cohort: PeriodUnit,
+    periods: u32,
+    now_ns: i64,
+) -> Vec<(i64, u64, Vec<u64>)> {
+    s.retention(&RetentionRequest {
+        range,
+        cohort,
+        periods,
+        now_ns,
+    })
+    .unwrap()
+    .into_iter()
+    .map(
+        |RetentionCohort {
+             start_ns,
+             users,
+             active,
+         }| (start_ns, users, active),
+    )
+    .collect()
+}
+
+#[test]
+fn weekly_cohorts_start_on_monday_and_stop_at_now() {
+    let s = retention_snapshot();
+    // Mondays 02-23 … 03-30 start in the range; "now" is Wednesday 03-11 12:00.
+    let range = TimeRange::new(MONDAY - 7 * DAY, MONDAY + 35 * DAY);
+    let now = MONDAY + 9 * DAY + 12 * HOUR;
+    assert_eq!(
+        cohorts(&s, range, PeriodUnit::Week, 4, now),
+        vec![
+            // a alone (Sunday belongs to the week before); active in 03-02's week, not yet in
+            // 03-09's, which is in progress and so present; 03-16's has not started.
+            (MONDAY - 7 * DAY, 1, vec![1, 1, 0]),
+            // b (Monday 00:00) and c (Sunday 23:00): b again in 03-09's week; b's trace of
+            // 03-17 is in a week that has not started and counts nowhere.
+            (MONDAY, 2, vec![2, 1]),
+            // d, in the week in progress.
+            (MONDAY + 7 * DAY, 1, vec![1]),
+            // The cohorts of 03-16, 03-23 and 03-30 (f's) have not started: absent, not 0.
+        ]
+    );
+    // One period followed: only each cohort's own.
+    assert_eq!(
+        cohorts(&s, range, PeriodUnit::Week, 1, now),
+        vec![
+            (MONDAY - 7 * DAY, 1, vec![1]),
+            (MONDAY, 2, vec![2]),
+            (MONDAY + 7 * DAY, 1, vec![1]),
+        ]
+    );
+    // Now at Monday 03-02 00:00 exactly: that week has started (it is not after now).
+    assert_eq!(
+        cohorts(&s, range, PeriodUnit::Week, 4, MONDAY),
+        vec![(MONDAY - 7 * DAY, 1, vec![1, 1]), (MONDAY, 2, vec![2])]
+    );
+    // One nanosecond earlier it has not: only the cohort of 02-23, followed for one week.
+    assert_eq!(
+        cohorts(&s, range, PeriodUnit::Week, 4, MONDAY - 1),
+        vec![(MONDAY - 7 * DAY, 1, vec![1])]
+    );
+    // Later, every week has started: f's cohort appears and b's 03-17 trace counts.
+    assert_eq!(
+        cohorts(&s, range, PeriodUnit::Week, 4, MONDAY + 60 * DAY),
+        vec![
+            (MONDAY - 7 * DAY, 1, vec![1, 1, 0, 0]),
+            (MONDAY, 2, vec![2, 1, 1, 0]),
+            (MONDAY + 7 * DAY, 1, vec![1, 0, 0, 0]),
+            (MONDAY + 14 * DAY, 0, vec![0, 0, 0, 0]),
+            (MONDAY + 21 * DAY, 0, vec![0, 0, 0, 0]),
+            (MONDAY + 28 * DAY, 1, vec![1, 0, 0, 0]),
+        ]
+    );
+    // A range starting on Tuesday holds no cohort of the week it starts in.
+    let from_tuesday = TimeRange::new(MONDAY + DAY, MONDAY + 14 * DAY);
+    assert_eq!(
+        cohorts(&s, from_tuesday, PeriodUnit::Week, 2, now),
+        vec![(MONDAY + 7 * DAY, 1, vec![1])]
+    );
+}
+
+#[test]
+fn daily_and_monthly_cohorts_stop_at_now() {
+    let s = retention_snapshot();
+    let now = MONDAY + 9 * DAY + 12 * HOUR; // Wednesday 03-11 12:00
+    // Days 03-09 … 03-13: 03-12 and 03-13 have not started. d's cohort (03-10) is followed
+    // on 03-10 and on 03-11, the day in progress.
+    let range = TimeRange::new(MONDAY + 7 * DAY, MONDAY + 12 * DAY);
+    assert_eq!(
+        cohorts(&s, range, PeriodUnit::Day, 8, now),
+        vec![
+            (MONDAY + 7 * DAY, 0, vec![0, 0, 0]),
+            (MONDAY + 8 * DAY, 1, vec![1, 0]),
+            (MONDAY + 9 * DAY, 0, vec![0]),
+        ]
+    );
+    // Months February … May 2026: April and May have not started. e's first trace is the
+    // last instant of February (T0 − 1), e is back on 03-06; a (Sunday 03-01), b, c and d
+    // are March's cohort.
+    let mut rows = retention_rows();
+    rows.push(trace(20, T0 - 1, Some("e"), "e1"));
+    rows.push(trace(21, T0 + 5 * DAY, Some("e"), "e2"));
+    let s = snapshot(rows);
+    let february = T0 - 28 * DAY;
+    let range = TimeRange::new(february, T0 + (31 + 30 + 31) * DAY);
+    assert_eq!(
+        cohorts(&s, range, PeriodUnit::Month, 6, now),
+        vec![(february, 1, vec![1, 1]), (T0, 4, vec![4])]
+    );
+    // At the first instant of April, April has started: its cohort (f, 04-02: the snapshot's
+    // data, whatever its time) is returned and March's is followed into it (nobody of it
+    // came back there).
+    let april = T0 + 31 * DAY;
+    assert_eq!(
+        cohorts(&s, range, PeriodUnit::Month, 6, april),
+        vec![
+            (february, 1, vec![1, 1, 0]),
+            (T0, 4, vec![4, 0]),
+            (april, 1, vec![1]),
+        ]
     );
 }
 

@@ -6,8 +6,8 @@ mod common;
 use common::{DAY, HOUR, MINUTE, Reference, SECOND};
 use proptest::prelude::*;
 use userlens_query_engine::{
-    IssueLink, ModelUsage, OrderDirection, SessionsRequest, Snapshot, TimeRange, ToolUsage,
-    TraceRow, UserOrder, UserOrderField, UsersRequest,
+    IssueLink, ModelUsage, OrderDirection, PeriodUnit, RetentionRequest, SessionsRequest, Snapshot,
+    TimeRange, ToolUsage, TraceRow, UserFilter, UserOrder, UserOrderField, UsersRequest,
 };
 
 /// 2026-03-01T00:00:00Z.
@@ -126,7 +126,8 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn trace_row(ids: u8)(
+    /// A trace in one of 80 slots `step` apart from `BASE`.
+    fn trace_row(ids: u8, step: i64)(
         id in 0u8..ids,
         slot in 0i64..80,
         duration in prop_oneof![Just(0i64), 0i64..10 * SECOND],
@@ -139,8 +140,7 @@ prop_compose! {
         output in 0i64..500,
         extras in extras(),
     ) -> TraceRow {
-        // 37-minute slots over two days give equal start times and unaligned buckets.
-        let start = BASE + slot * 37 * MINUTE;
+        let start = BASE + slot * step;
         let (models, tools, issues, behaviours) = extras;
         TraceRow {
             trace_id: trace_id(id),
@@ -163,14 +163,24 @@ prop_compose! {
     }
 }
 
+/// 37-minute slots over two days give equal start times and unaligned buckets.
+const SLOT: i64 = 37 * MINUTE;
+/// 17-hour slots over 56 days cross days, weeks (Mondays) and months (March to April).
+const WIDE_SLOT: i64 = 17 * HOUR;
+
 /// Larger projects in many batches, for longer merges and runs of replacements.
 fn big_batches() -> impl Strategy<Value = Vec<Vec<TraceRow>>> {
-    prop::collection::vec(prop::collection::vec(trace_row(250), 0..120), 2..8)
+    prop::collection::vec(prop::collection::vec(trace_row(250, SLOT), 0..120), 2..8)
 }
 
 /// Up to four upsert batches; trace ids repeat across and within batches.
 fn batches() -> impl Strategy<Value = Vec<Vec<TraceRow>>> {
-    prop::collection::vec(prop::collection::vec(trace_row(40), 0..25), 1..5)
+    prop::collection::vec(prop::collection::vec(trace_row(40, SLOT), 0..25), 1..5)
+}
+
+/// Like `batches`, with traces spread over weeks, for cohorts and calendar windows.
+fn wide_batches() -> impl Strategy<Value = Vec<Vec<TraceRow>>> {
+    prop::collection::vec(prop::collection::vec(trace_row(60, WIDE_SLOT), 0..40), 1..4)
 }
 
 fn build(batches: &[Vec<TraceRow>]) -> (Snapshot, Reference) {
@@ -198,6 +208,84 @@ fn range() -> impl Strategy<Value = TimeRange> {
             let from = BASE + a * 11 * MINUTE - 7 * SECOND;
             TimeRange::new(from, from + len)
         })
+}
+
+/// Ranges whose ends (and their previous period's start) fall on trace slots, so that
+/// traces sit exactly on every boundary.
+fn slot_range() -> impl Strategy<Value = TimeRange> {
+    (-5i64..85, 1i64..40).prop_map(|(k, m)| TimeRange::new(BASE + k * SLOT, BASE + (k + m) * SLOT))
+}
+
+/// Ranges for calendar queries: some aligned to days, from hours to a year and more.
+fn calendar_range() -> impl Strategy<Value = TimeRange> {
+    (
+        -10i64..70,
+        any::<bool>(),
+        prop_oneof![HOUR..3 * DAY, DAY..60 * DAY, 300 * DAY..500 * DAY],
+    )
+        .prop_map(|(day, aligned, len)| {
+            let from = BASE + day * DAY + if aligned { 0 } else { 5 * HOUR + 13 };
+            TimeRange::new(from, from + len)
+        })
+}
+
+fn unit() -> impl Strategy<Value = PeriodUnit> {
+    pick(&[PeriodUnit::Day, PeriodUnit::Week, PeriodUnit::Month])
+}
+
+/// Mostly no condition, so that conditions combined still select someone.
+fn names(known: &'static [&'static str]) -> impl Strategy<Value = Vec<String>> {
+    let values = prop::collection::vec(
+        prop_oneof![4 => pick(known), 1 => Just("nope")].prop_map(str::to_owned),
+        1..3,
+    );
+    prop_oneof![3 => Just(Vec::new()), 1 => values]
+}
+
+const COST_BOUNDS: &[Option<f64>] = &[
+    None,
+    None,
+    None,
+    None,
+    Some(0.0),
+    Some(0.000_000_01),
+    Some(0.000_000_019_6),
+    Some(0.5),
+    Some(1.0),
+    Some(2.5),
+];
+
+fn filter() -> impl Strategy<Value = UserFilter> {
+    (
+        pick(COST_BOUNDS),
+        pick(COST_BOUNDS),
+        prop::bool::weighted(0.2),
+        names(&["gpt-4o", "claude", "Claude"]),
+        names(&["openai", "anthropic"]),
+        names(TOOLS),
+        prop::option::weighted(0.2, prop_oneof![pick(ISSUES), Just("nope")]),
+        prop::option::weighted(0.2, prop_oneof![pick(BEHAVIOURS), Just("nope")]),
+        prop::option::weighted(0.3, any::<bool>()),
+    )
+        .prop_map(
+            |(min, max, errored_only, models, providers, tools, issue, behaviour, has_email)| {
+                UserFilter {
+                    min_cost_sum: min,
+                    max_cost_sum: max,
+                    errored_only,
+                    models,
+                    providers,
+                    tools,
+                    issue_id: issue.map(str::to_owned),
+                    behaviour: behaviour.map(str::to_owned),
+                    has_email,
+                }
+            },
+        )
+}
+
+fn min_above_max(filter: &UserFilter) -> bool {
+    matches!((filter.min_cost_sum, filter.max_cost_sum), (Some(min), Some(max)) if min > max)
 }
 
 fn order() -> impl Strategy<Value = UserOrder> {
@@ -371,6 +459,146 @@ proptest! {
                 snapshot.user_detail(&user, &[30], BASE + DAY).unwrap(),
                 reference.user_detail(&user, &[30], BASE + DAY)
             );
+        }
+    }
+
+    #[test]
+    fn previous_period_overview_matches(
+        batches in batches(),
+        range in prop_oneof![range(), slot_range()],
+    ) {
+        let (snapshot, reference) = build(&batches);
+        prop_assert_eq!(
+            snapshot.previous_period_overview(range).unwrap(),
+            reference.previous_period_overview(range)
+        );
+    }
+
+    /// Filters, search, order, cursors and previous-period totals together: every page
+    /// walked equals the reference's filtered order.
+    #[test]
+    fn filtered_users_pages_walk_the_reference_order(
+        batches in batches(),
+        range in prop_oneof![range(), slot_range()],
+        search in pick(SEARCHES),
+        filter in filter(),
+        exact_bounds in (
+            prop::option::weighted(0.3, any::<prop::sample::Index>()),
+            prop::option::weighted(0.3, any::<prop::sample::Index>()),
+        ),
+        previous_period in any::<bool>(),
+        order in order(),
+        first in 1u32..5,
+    ) {
+        let (snapshot, reference) = build(&batches);
+        // Bounds equal to some user's exact cost sum in range test that both are inclusive.
+        let mut filter = filter;
+        let sums: Vec<f64> = reference
+            .users(range, None, UserOrder::default(), &[])
+            .rows
+            .iter()
+            .map(|r| r.cost.sum)
+            .collect();
+        if !sums.is_empty() {
+            if let Some(i) = exact_bounds.0 {
+                filter.min_cost_sum = Some(sums[i.index(sums.len())]);
+            }
+            if let Some(i) = exact_bounds.1 {
+                filter.max_cost_sum = Some(sums[i.index(sums.len())]);
+            }
+        }
+        let mut request = UsersRequest {
+            search: opt_string(search),
+            order,
+            first,
+            trend_buckets: vec![3],
+            filter: filter.clone(),
+            previous_period,
+            ..UsersRequest::new(range)
+        };
+        if min_above_max(&filter) {
+            let error = snapshot.users(&request).unwrap_err();
+            prop_assert_eq!(error.field(), "filter.min_cost_sum");
+            return Ok(());
+        }
+        let expected =
+            reference.users_selected(range, search, order, &[3], &filter, previous_period);
+        let mut walked = Vec::new();
+        loop {
+            let page = snapshot.users(&request).unwrap();
+            prop_assert_eq!(page.total_count, expected.rows.len() as u64);
+            prop_assert_eq!(page.cost_rollup, expected.cost_rollup);
+            let cursor = page.rows.last().map(|r| r.cursor.clone());
+            walked.extend(page.rows.into_iter().map(|mut r| { r.cursor.clear(); r }));
+            if !page.has_next_page {
+                break;
+            }
+            request.after = cursor;
+        }
+        prop_assert_eq!(walked, expected.rows);
+    }
+
+    /// The export reads every selected user once, in order, whatever the slice size.
+    #[test]
+    fn export_slices_read_the_reference_order(
+        batches in batches(),
+        range in prop_oneof![range(), slot_range()],
+        filter in filter(),
+        order in order(),
+        slice in 1usize..7,
+    ) {
+        prop_assume!(!min_above_max(&filter));
+        let (snapshot, reference) = build(&batches);
+        let request = UsersRequest {
+            order,
+            first: 200,
+            trend_buckets: Vec::new(),
+            filter: filter.clone(),
+            ..UsersRequest::new(range)
+        };
+        let expected = reference.users_selected(range, None, order, &[], &filter, false);
+        let export = snapshot.users_export(&request).unwrap();
+        let mut read = Vec::new();
+        loop {
+            let rows = snapshot.export_rows(&export, read.len(), slice);
+            if rows.is_empty() {
+                break;
+            }
+            prop_assert!(rows.len() <= slice);
+            read.extend(rows.into_iter().map(|mut r| { r.cursor.clear(); r }));
+        }
+        prop_assert_eq!(read, expected.rows);
+    }
+
+    #[test]
+    fn retention_matches(
+        batches in wide_batches(),
+        range in calendar_range(),
+        cohort in unit(),
+        periods in prop_oneof![1u32..4, 4u32..=60],
+        now_offset in -3i64..60,
+        now_hours in 0i64..24,
+    ) {
+        let (snapshot, reference) = build(&batches);
+        let now_ns = BASE + now_offset * DAY + now_hours * HOUR;
+        let answer = snapshot.retention(&RetentionRequest { range, cohort, periods, now_ns });
+        match reference.retention(range, cohort, periods, now_ns) {
+            Some(expected) => prop_assert_eq!(answer.unwrap(), expected),
+            None => prop_assert_eq!(answer.unwrap_err().field(), "range"),
+        }
+    }
+
+    #[test]
+    fn active_users_match(
+        batches in wide_batches(),
+        range in prop_oneof![calendar_range(), range()],
+        window in unit(),
+    ) {
+        let (snapshot, reference) = build(&batches);
+        let answer = snapshot.active_users(range, window);
+        match reference.active_users(range, window) {
+            Some(expected) => prop_assert_eq!(answer.unwrap(), expected),
+            None => prop_assert_eq!(answer.unwrap_err().field(), "range"),
         }
     }
 

@@ -8,9 +8,11 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use userlens_query_engine::{
-    Breakdowns, CostStats, DailyActivity, Histogram, HistogramBucket, ModelBreakdown,
-    OrderDirection, Overview, ProviderBreakdown, SessionRow, TimeRange, TokenUsage, ToolBreakdown,
-    TraceRow, UserBehaviour, UserDetail, UserIssue, UserOrder, UserOrderField, UserRow,
+    ActiveUsers, ActiveUsersPoint, Breakdowns, CostStats, DailyActivity, Histogram,
+    HistogramBucket, ModelBreakdown, OrderDirection, Overview, PeriodOverview, PeriodTotals,
+    PeriodUnit, ProviderBreakdown, RetentionCohort, SessionRow, TimeRange, TokenUsage,
+    ToolBreakdown, TraceRow, UserBehaviour, UserDetail, UserFilter, UserIssue, UserOrder,
+    UserOrderField, UserRow,
 };
 
 pub const SECOND: i64 = 1_000_000_000;
@@ -225,6 +227,26 @@ impl Reference {
         order: UserOrder,
         trend_buckets: &[u32],
     ) -> ReferenceUsers {
+        self.users_selected(
+            range,
+            search,
+            order,
+            trend_buckets,
+            &UserFilter::default(),
+            false,
+        )
+    }
+
+    /// `users` with a filter (SPEC §4.8) and, when asked, each row's previous-period totals.
+    pub fn users_selected(
+        &self,
+        range: TimeRange,
+        search: Option<&str>,
+        order: UserOrder,
+        trend_buckets: &[u32],
+        filter: &UserFilter,
+        previous_period: bool,
+    ) -> ReferenceUsers {
         let needle = search
             .map(|s| s.trim().to_lowercase())
             .filter(|s| !s.is_empty());
@@ -247,6 +269,9 @@ impl Reference {
                 if !in_id && !in_email {
                     continue;
                 }
+            }
+            if !self.filter_matches(user, &own, filter) {
+                continue;
             }
             let sessions: HashSet<&str> = own.iter().map(|t| t.session_id.as_str()).collect();
             let errored: HashSet<&str> = own
@@ -291,7 +316,19 @@ impl Reference {
                     total: own.iter().map(|t| t.input_tokens + t.output_tokens).sum(),
                 },
                 trends,
-                previous_period: None,
+                previous_period: previous_period.then(|| {
+                    let span = range.to_ns - range.from_ns;
+                    let before = TimeRange::new(range.from_ns - span, range.from_ns);
+                    let own: Vec<&TraceRow> = self
+                        .in_range(before)
+                        .into_iter()
+                        .filter(|t| Self::user_of(t) == Some(user))
+                        .collect();
+                    PeriodTotals {
+                        traces: own.len() as u64,
+                        cost_sum: usd(own.iter().map(|t| t.cost_nano as i128).sum()),
+                    }
+                }),
                 cursor: String::new(),
             });
         }
@@ -341,6 +378,174 @@ impl Reference {
             by_key.then_with(|| a.user_id.cmp(&b.user_id))
         });
         ReferenceUsers { rows, cost_rollup }
+    }
+
+    /// Whether a user, with `own` their traces in range, meets every condition of `filter`:
+    /// read straight from SPEC §4.8 on the raw trace rows.
+    fn filter_matches(&self, user: &str, own: &[&TraceRow], filter: &UserFilter) -> bool {
+        let sum: i128 = own.iter().map(|t| t.cost_nano as i128).sum();
+        let nano = |usd: f64| (usd * 1e9).round() as i128;
+        let any = |f: &dyn Fn(&TraceRow) -> bool| own.iter().any(|t| f(t));
+        let listed = |values: &[String], name: &Option<String>| {
+            name.as_ref().is_some_and(|n| values.contains(n))
+        };
+        filter.min_cost_sum.is_none_or(|min| sum >= nano(min))
+            && filter.max_cost_sum.is_none_or(|max| sum <= nano(max))
+            && (!filter.errored_only || any(&|t| t.errored))
+            && filter
+                .has_email
+                .is_none_or(|wanted| self.lifetime_email(user).is_some() == wanted)
+            && (filter.models.is_empty()
+                || any(&|t| t.models.iter().any(|m| listed(&filter.models, &m.model))))
+            && (filter.providers.is_empty()
+                || any(&|t| {
+                    t.models
+                        .iter()
+                        .any(|m| listed(&filter.providers, &m.provider))
+                }))
+            && (filter.tools.is_empty()
+                || any(&|t| t.tools.iter().any(|c| filter.tools.contains(&c.tool))))
+            && filter
+                .issue_id
+                .as_ref()
+                .is_none_or(|issue| any(&|t| t.issues.iter().any(|i| &i.id == issue)))
+            && filter
+                .behaviour
+                .as_ref()
+                .is_none_or(|name| any(&|t| t.behaviours.contains(name)))
+    }
+
+    /// The overview of `[from − (to − from), from)` without its histogram.
+    pub fn previous_period_overview(&self, range: TimeRange) -> PeriodOverview {
+        let span = range.to_ns - range.from_ns;
+        let before = TimeRange::new(range.from_ns - span, range.from_ns);
+        let o = self.overview(before);
+        PeriodOverview {
+            range: before,
+            unique_users: o.unique_users,
+            new_users: o.new_users,
+            returning_users: o.returning_users,
+            traces: o.traces,
+            traces_with_user: o.traces_with_user,
+            user_trace_share: o.user_trace_share,
+            traces_per_user: o.traces_per_user,
+            sessions: o.sessions,
+            sessions_with_user: o.sessions_with_user,
+            sessions_per_user: o.sessions_per_user,
+        }
+    }
+
+    /// Each user's earliest trace time.
+    fn first_seen(&self) -> BTreeMap<&str, i64> {
+        let mut first: BTreeMap<&str, i64> = BTreeMap::new();
+        for t in self.all() {
+            if let Some(user) = Self::user_of(t) {
+                let at = first.entry(user).or_insert(t.start_ns);
+                *at = (*at).min(t.start_ns);
+            }
+        }
+        first
+    }
+
+    /// Retention cohorts, or `None` when the range holds more than 400 cohort periods.
+    pub fn retention(
+        &self,
+        range: TimeRange,
+        unit: PeriodUnit,
+        periods: u32,
+        now_ns: i64,
+    ) -> Option<Vec<RetentionCohort>> {
+        let mut first_start = period_start_of(unit, range.from_ns);
+        if first_start < range.from_ns {
+            first_start = next_period_start(unit, first_start);
+        }
+        let mut count = 0;
+        let mut start = first_start;
+        while start < range.to_ns {
+            count += 1;
+            start = next_period_start(unit, start);
+        }
+        if count > 400 {
+            return None;
+        }
+        let first_seen = self.first_seen();
+        let mut cohorts = Vec::new();
+        let mut start = first_start;
+        while start < range.to_ns && start <= now_ns {
+            let end = next_period_start(unit, start);
+            let members: Vec<&str> = first_seen
+                .iter()
+                .filter(|(_, at)| start <= **at && **at < end)
+                .map(|(user, _)| *user)
+                .collect();
+            let mut active = Vec::new();
+            let mut period = start;
+            for _ in 0..periods {
+                if period > now_ns {
+                    break;
+                }
+                let next = next_period_start(unit, period);
+                let window = TimeRange::new(period, next);
+                let in_window: HashSet<&str> = self
+                    .in_range(window)
+                    .into_iter()
+                    .filter_map(Self::user_of)
+                    .collect();
+                active.push(members.iter().filter(|u| in_window.contains(*u)).count() as u64);
+                period = next;
+            }
+            cohorts.push(RetentionCohort {
+                start_ns: start,
+                users: members.len() as u64,
+                active,
+            });
+            start = end;
+        }
+        Some(cohorts)
+    }
+
+    /// Active users per window and stickiness, or `None` beyond 400 windows.
+    pub fn active_users(&self, range: TimeRange, window: PeriodUnit) -> Option<ActiveUsers> {
+        let distinct = |from: i64, to: i64| -> usize {
+            let window = TimeRange::new(from.max(range.from_ns), to.min(range.to_ns));
+            self.in_range(window)
+                .into_iter()
+                .filter_map(Self::user_of)
+                .collect::<HashSet<_>>()
+                .len()
+        };
+        let mut points = Vec::new();
+        let mut start = period_start_of(window, range.from_ns);
+        while start < range.to_ns {
+            let end = next_period_start(window, start);
+            points.push(ActiveUsersPoint {
+                start_ns: start,
+                active_users: distinct(start, end) as u64,
+            });
+            start = end;
+        }
+        if points.len() > 400 {
+            return None;
+        }
+        let mut days = 0u64;
+        let mut user_days = 0u64;
+        let mut day = period_start_of(PeriodUnit::Day, range.from_ns);
+        while day < range.to_ns {
+            days += 1;
+            user_days += distinct(day, day + DAY) as u64;
+            day += DAY;
+        }
+        let unique_users = distinct(range.from_ns, range.to_ns) as u64;
+        let stickiness = if unique_users == 0 {
+            0.0
+        } else {
+            user_days as f64 / days as f64 / unique_users as f64
+        };
+        Some(ActiveUsers {
+            points,
+            unique_users,
+            stickiness,
+        })
     }
 
     pub fn user_detail(&self, user: &str, days: &[u32], now_ns: i64) -> Option<UserDetail> {
@@ -651,5 +856,63 @@ fn compare_key(
             .as_deref()
             .unwrap_or("")
             .cmp(b.email.as_deref().unwrap_or("")),
+    }
+}
+
+fn is_leap(year: i64) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: i64, month: u32) -> i64 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// (year, month, day of month) of a day on or after 1970-01-01, counted out year by year
+/// and month by month.
+fn civil_date(mut day: i64) -> (i64, u32, i64) {
+    assert!(day >= 0, "the reference calendar starts in 1970");
+    let mut year = 1970;
+    loop {
+        let length = if is_leap(year) { 366 } else { 365 };
+        if day < length {
+            break;
+        }
+        day -= length;
+        year += 1;
+    }
+    let mut month = 1;
+    while day >= days_in_month(year, month) {
+        day -= days_in_month(year, month);
+        month += 1;
+    }
+    (year, month, day + 1)
+}
+
+/// The first instant of the UTC day, ISO week (Monday) or calendar month holding `t_ns`.
+pub fn period_start_of(unit: PeriodUnit, t_ns: i64) -> i64 {
+    let day = t_ns.div_euclid(DAY);
+    let start_day = match unit {
+        PeriodUnit::Day => day,
+        // 1970-01-01 was a Thursday: (day + 3) mod 7 is 0 on Mondays.
+        PeriodUnit::Week => day - (day + 3).rem_euclid(7),
+        PeriodUnit::Month => day - (civil_date(day).2 - 1),
+    };
+    start_day * DAY
+}
+
+/// The first instant of the period after the one starting at `start_ns`.
+pub fn next_period_start(unit: PeriodUnit, start_ns: i64) -> i64 {
+    match unit {
+        PeriodUnit::Day => start_ns + DAY,
+        PeriodUnit::Week => start_ns + 7 * DAY,
+        PeriodUnit::Month => {
+            let (year, month, _) = civil_date(start_ns.div_euclid(DAY));
+            start_ns + days_in_month(year, month) * DAY
+        }
     }
 }
