@@ -19,3 +19,4 @@ mod query_figures;
 mod query_service;
 mod server_limits;
 mod span_limits;
+mod subscriptions;

@@ -164,6 +164,24 @@ pub struct GatewayListenArgs {
     /// Deadline of each gateway → users-query call, in milliseconds.
     #[arg(long, env = "USERLENS_QUERY_TIMEOUT_MS", default_value_t = 10_000)]
     pub query_timeout_ms: u64,
+    /// GraphQL subscriptions: least milliseconds between two pushes of one subscription, and
+    /// the period of the data generation polls.
+    #[arg(
+        long,
+        env = "USERLENS_SUBSCRIPTION_INTERVAL_MS",
+        default_value_t = 1_000
+    )]
+    pub subscription_interval_ms: u64,
+    /// GraphQL subscriptions open at once per API key, over every connection.
+    #[arg(long, env = "USERLENS_MAX_SUBSCRIPTIONS_PER_KEY", default_value_t = 16)]
+    pub max_subscriptions_per_key: usize,
+    /// GraphQL subscriptions open at once per WebSocket connection.
+    #[arg(
+        long,
+        env = "USERLENS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        default_value_t = 8
+    )]
+    pub max_subscriptions_per_connection: usize,
 }
 
 #[derive(Args, Clone)]

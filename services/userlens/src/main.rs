@@ -326,6 +326,11 @@ fn gateway_settings(
             .map(|o| o.trim().to_owned())
             .filter(|o| !o.is_empty())
             .collect(),
+        subscriptions: userlens_gateway::SubscriptionSettings {
+            interval: Duration::from_millis(args.subscription_interval_ms.max(1)),
+            max_per_key: args.max_subscriptions_per_key,
+            max_per_connection: args.max_subscriptions_per_connection,
+        },
     }
 }
 
