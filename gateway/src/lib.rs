@@ -15,6 +15,7 @@ mod client;
 mod error;
 mod export;
 mod http;
+mod local;
 mod metrics;
 mod model;
 mod monitors;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ErrorCode, GatewayError};
+pub use local::LocalGraphql;
 pub use scalars::{BigInt, Date, DateTime};
 pub use schema::schema_sdl;
 pub use subscriptions::{CONNECTION_INIT_TIMEOUT, SubscriptionSettings};

@@ -14,6 +14,7 @@ mod ingest_errors;
 mod ingest_memory;
 mod ingest_overload;
 mod isolation;
+mod mcp;
 mod monitors;
 mod query_figures;
 mod query_service;
