@@ -306,6 +306,22 @@ impl QueryClient {
         .await
     }
 
+    /// The project's data generation: changes whenever data of the caller's project is
+    /// committed.
+    pub(crate) async fn data_generation(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<i64, GatewayError> {
+        self.call(
+            Rpc::GetDataGeneration,
+            credentials,
+            pb::GetDataGenerationRequest {},
+            |mut c, r| async move { c.get_data_generation(r).await },
+        )
+        .await
+        .map(|answer| answer.generation)
+    }
+
     /// Starts an export: the answer (or the refusal of its arguments) arrives within the
     /// per-call deadline; the rows then stream for as long as the reader takes them.
     pub(crate) async fn export_users(

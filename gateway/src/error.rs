@@ -11,14 +11,17 @@ pub enum ErrorCode {
     BadUserInput,
     Unavailable,
     Internal,
+    /// A subscription over the per-key or per-connection limit.
+    TooManySubscriptions,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 4] = [
+    pub const ALL: [ErrorCode; 5] = [
         ErrorCode::Unauthenticated,
         ErrorCode::BadUserInput,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::TooManySubscriptions,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -27,6 +30,7 @@ impl ErrorCode {
             ErrorCode::BadUserInput => "BAD_USER_INPUT",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
         }
     }
 
@@ -52,6 +56,9 @@ pub enum GatewayError {
     /// The detail is logged, not sent.
     #[error("internal error")]
     Internal(String),
+    /// `scope` is `key` or `connection`: which limit the subscription is over.
+    #[error("too many subscriptions: at most {limit} open per {scope}")]
+    TooManySubscriptions { scope: &'static str, limit: usize },
     #[error("invalid users-query url {url:?}: {source}")]
     InvalidQueryUrl {
         url: String,
@@ -79,6 +86,7 @@ impl GatewayError {
             GatewayError::Unauthenticated => ErrorCode::Unauthenticated,
             GatewayError::BadUserInput { .. } => ErrorCode::BadUserInput,
             GatewayError::Unavailable(_) => ErrorCode::Unavailable,
+            GatewayError::TooManySubscriptions { .. } => ErrorCode::TooManySubscriptions,
             GatewayError::Internal(_)
             | GatewayError::InvalidQueryUrl { .. }
             | GatewayError::InvalidCorsOrigin(_)
@@ -158,7 +166,9 @@ impl From<GatewayError> for async_graphql::Error {
             | GatewayError::Serve(_) => {
                 tracing::error!(error = %error, "request failed");
             }
-            GatewayError::Unauthenticated | GatewayError::BadUserInput { .. } => {}
+            GatewayError::Unauthenticated
+            | GatewayError::BadUserInput { .. }
+            | GatewayError::TooManySubscriptions { .. } => {}
         }
         let mut extensions = ErrorExtensionValues::default();
         extensions.set("code", error.code().as_str());

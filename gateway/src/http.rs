@@ -24,6 +24,7 @@ use crate::client::{Credentials, KeyCheck, KeyChecks, QueryClient};
 use crate::error::{ErrorCode, GatewayError};
 use crate::metrics::Metrics;
 use crate::schema::{self, GatewaySchema};
+use crate::subscriptions::{self, Hub, SocketDeps};
 
 /// A GraphQL request is a query and its variables; anything near this size is not one.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -38,24 +39,28 @@ struct AppState {
     key_checks: KeyChecks,
     metrics: Arc<Metrics>,
     graphiql: Arc<str>,
+    hub: Arc<Hub>,
 }
 
 pub(crate) fn router(
     client: QueryClient,
     metrics: Arc<Metrics>,
     cors_allowed_origins: &[String],
+    hub: Arc<Hub>,
 ) -> Result<Router, GatewayError> {
     let state = AppState {
-        data_schema: schema::data_schema(client.clone()),
+        data_schema: schema::data_schema(client.clone(), Arc::clone(&hub)),
         introspection_schema: schema::introspection_schema(),
         client,
         key_checks: KeyChecks::new(),
         metrics,
         graphiql: GraphiQLSource::build()
             .endpoint("/graphql")
+            .subscription_endpoint("/graphql")
             .title("userlens GraphQL")
             .finish()
             .into(),
+        hub,
     };
     let router = Router::new()
         .route("/graphql", get(graphiql).post(graphql))
@@ -106,8 +111,42 @@ fn cors_layer(allowed_origins: &[String]) -> Result<Option<CorsLayer>, GatewayEr
     ))
 }
 
-async fn graphiql(State(state): State<AppState>) -> Html<String> {
-    Html(state.graphiql.to_string())
+/// GraphiQL, or a `graphql-transport-ws` WebSocket when the request asks for an upgrade
+/// (`subscriptions.rs`).
+async fn graphiql(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let wants_upgrade = parts
+        .headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !wants_upgrade {
+        return Html(state.graphiql.to_string()).into_response();
+    }
+    state.metrics.record_request();
+    if !subscriptions::offers_protocol(&parts.headers) {
+        let error = GatewayError::BadUserInput {
+            field: None,
+            message: format!(
+                "the WebSocket subprotocol must be {}",
+                subscriptions::PROTOCOL
+            ),
+        };
+        return render(false, StatusCode::BAD_REQUEST, &failure(&state, error));
+    }
+    let upgrade =
+        match axum::extract::WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => return rejection.into_response(),
+        };
+    let deps = SocketDeps {
+        schema: state.data_schema.clone(),
+        client: state.client.clone(),
+        key_checks: state.key_checks.clone(),
+        metrics: Arc::clone(&state.metrics),
+        hub: Arc::clone(&state.hub),
+    };
+    subscriptions::upgrade(upgrade, &parts.headers, deps)
 }
 
 /// 200 `ok` when users-query's grpc.health reports it serving, else 503: the gateway can
@@ -324,6 +363,7 @@ async fn export_users_csv(
             ErrorCode::BadUserInput => StatusCode::BAD_REQUEST,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::TooManySubscriptions => StatusCode::TOO_MANY_REQUESTS,
         };
         render(
             wants_graphql_json(&headers),
@@ -356,7 +396,10 @@ fn failure(state: &AppState, error: GatewayError) -> async_graphql::Response {
 /// Gives every error a code and picks the HTTP status. Resolvers always set a code; what
 /// async-graphql reports without one (syntax, validation, limits, argument coercion) is a
 /// fault of the request.
-fn classify_errors(response: &mut async_graphql::Response, metrics: &Metrics) -> StatusCode {
+pub(crate) fn classify_errors(
+    response: &mut async_graphql::Response,
+    metrics: &Metrics,
+) -> StatusCode {
     let mut status = StatusCode::OK;
     for error in &mut response.errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);

@@ -20,10 +20,11 @@ pub(crate) enum Rpc {
     GetRetention,
     GetActiveUsers,
     ExportUsers,
+    GetDataGeneration,
 }
 
 impl Rpc {
-    const ALL: [Rpc; 11] = [
+    const ALL: [Rpc; 12] = [
         Rpc::GetUsersOverview,
         Rpc::ListUsers,
         Rpc::GetUserDetail,
@@ -35,6 +36,7 @@ impl Rpc {
         Rpc::GetRetention,
         Rpc::GetActiveUsers,
         Rpc::ExportUsers,
+        Rpc::GetDataGeneration,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -50,6 +52,7 @@ impl Rpc {
             Rpc::GetRetention => "GetRetention",
             Rpc::GetActiveUsers => "GetActiveUsers",
             Rpc::ExportUsers => "ExportUsers",
+            Rpc::GetDataGeneration => "GetDataGeneration",
         }
     }
 

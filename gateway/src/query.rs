@@ -169,6 +169,72 @@ fn requested_breakdown_ranges(
     )
 }
 
+/// `usersOverview(range:)` for a checked range: one `GetUsersOverview` call.
+pub(crate) async fn users_overview(
+    client: &QueryClient,
+    credentials: &Credentials,
+    range: TimeRangeInput,
+) -> Result<UsersOverview, GatewayError> {
+    let overview = client
+        .users_overview(
+            credentials,
+            pb::GetUsersOverviewRequest {
+                range: Some(range.to_proto()),
+            },
+        )
+        .await?;
+    UsersOverview::from_proto(overview, range)
+}
+
+/// What a `UserDetail` selection needs from users-query beyond the profile.
+#[derive(Debug, Clone)]
+pub(crate) struct UserDetailSelection {
+    activity_days: Vec<u32>,
+    breakdown_ranges: Vec<Option<TimeRangeInput>>,
+}
+
+impl UserDetailSelection {
+    pub(crate) fn of(detail: &Lookahead<'_>) -> Result<Self, GatewayError> {
+        Ok(Self {
+            activity_days: requested_activity_days(detail)?,
+            breakdown_ranges: requested_breakdown_ranges(detail)?,
+        })
+    }
+}
+
+/// `userDetail(userId:)`: one `GetUserDetail` call and, concurrently, one `GetBreakdowns`
+/// per distinct range selected.
+pub(crate) async fn user_detail(
+    client: &QueryClient,
+    credentials: &Credentials,
+    user_id: &str,
+    selection: &UserDetailSelection,
+) -> Result<Option<UserDetail>, GatewayError> {
+    let detail = client.user_detail(
+        credentials,
+        pb::GetUserDetailRequest {
+            user_id: user_id.to_owned(),
+            activity_days: selection.activity_days.clone(),
+        },
+    );
+    let breakdowns =
+        futures::future::try_join_all(selection.breakdown_ranges.iter().map(|range| {
+            let request = pb::GetBreakdownsRequest {
+                user_id: user_id.to_owned(),
+                range: range.map(TimeRangeInput::to_proto),
+            };
+            async move {
+                let breakdowns = client.breakdowns(credentials, request).await?;
+                Ok::<_, GatewayError>((*range, Breakdowns::from(breakdowns)))
+            }
+        }));
+    let (detail, breakdowns) = futures::future::try_join(detail, breakdowns).await?;
+    match detail.user {
+        Some(user) => Ok(Some(UserDetail::from_proto(user, breakdowns)?)),
+        None => Ok(None),
+    }
+}
+
 #[Object]
 impl QueryRoot {
     /// Users, traces and sessions in a time range, with an activity histogram.
@@ -180,15 +246,7 @@ impl QueryRoot {
     ) -> async_graphql::Result<UsersOverview> {
         let range = range.validated("range")?;
         let (client, credentials) = deps(ctx)?;
-        let overview = client
-            .users_overview(
-                credentials,
-                pb::GetUsersOverviewRequest {
-                    range: Some(range.to_proto()),
-                },
-            )
-            .await?;
-        Ok(UsersOverview::from_proto(overview, range)?)
+        Ok(users_overview(client, credentials, range).await?)
     }
 
     /// One page of the users with a trace in `range`. `search`: case-insensitive substring of
@@ -294,33 +352,9 @@ impl QueryRoot {
         ctx: &Context<'_>,
         user_id: String,
     ) -> async_graphql::Result<Option<UserDetail>> {
-        let selection = ctx.look_ahead();
-        let activity_days = requested_activity_days(&selection)?;
-        let ranges = requested_breakdown_ranges(&selection)?;
+        let selection = UserDetailSelection::of(&ctx.look_ahead())?;
         let (client, credentials) = deps(ctx)?;
-
-        let detail = client.user_detail(
-            credentials,
-            pb::GetUserDetailRequest {
-                user_id: user_id.clone(),
-                activity_days,
-            },
-        );
-        let breakdowns = futures::future::try_join_all(ranges.into_iter().map(|range| {
-            let request = pb::GetBreakdownsRequest {
-                user_id: user_id.clone(),
-                range: range.map(TimeRangeInput::to_proto),
-            };
-            async move {
-                let breakdowns = client.breakdowns(credentials, request).await?;
-                Ok::<_, GatewayError>((range, Breakdowns::from(breakdowns)))
-            }
-        }));
-        let (detail, breakdowns) = futures::future::try_join(detail, breakdowns).await?;
-        match detail.user {
-            Some(user) => Ok(Some(UserDetail::from_proto(user, breakdowns)?)),
-            None => Ok(None),
-        }
+        Ok(user_detail(client, credentials, &user_id, &selection).await?)
     }
 
     /// One page of a user's sessions, newest first; lifetime when `range` is absent.

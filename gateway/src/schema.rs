@@ -14,18 +14,21 @@
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
 };
-use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use std::sync::Arc;
+
+use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
 use crate::client::QueryClient;
 use crate::monitors::{MonitorMutation, MonitorQuery, MonitorsClient};
 use crate::query::QueryRoot;
+use crate::subscriptions::{Hub, SubscriptionRoot};
 
 /// The `Query` root: the users page's reads and the monitors'.
 #[derive(MergedObject)]
 #[graphql(name = "Query")]
 pub(crate) struct Query(QueryRoot, MonitorQuery);
 
-pub(crate) type GatewaySchema = Schema<Query, MonitorMutation, EmptySubscription>;
+pub(crate) type GatewaySchema = Schema<Query, MonitorMutation, SubscriptionRoot>;
 
 pub(crate) const MAX_DEPTH: usize = 10;
 pub(crate) const MAX_INTROSPECTION_DEPTH: usize = 15;
@@ -36,11 +39,11 @@ pub(crate) const MAX_RECURSIVE_DEPTH: usize = 32;
 /// Fragment spreads followed when classifying an operation; deeper nesting is treated as data.
 const MAX_FRAGMENT_NESTING: usize = 16;
 
-fn builder() -> SchemaBuilder<Query, MonitorMutation, EmptySubscription> {
+fn builder() -> SchemaBuilder<Query, MonitorMutation, SubscriptionRoot> {
     Schema::build(
         Query(QueryRoot, MonitorQuery),
         MonitorMutation,
-        EmptySubscription,
+        SubscriptionRoot,
     )
 }
 
@@ -49,10 +52,11 @@ pub fn schema_sdl() -> String {
     builder().finish().sdl()
 }
 
-pub(crate) fn data_schema(client: QueryClient) -> GatewaySchema {
+pub(crate) fn data_schema(client: QueryClient, hub: Arc<Hub>) -> GatewaySchema {
     builder()
         .data(MonitorsClient::new(&client))
         .data(client)
+        .data(hub)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(MAX_RECURSIVE_DEPTH)

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +32,9 @@ pub enum Command {
     Query(QueryArgs),
     /// Run the GraphQL gateway: POST /graphql, GraphiQL on GET /graphql, /healthz, /metrics.
     Gateway(GatewayArgs),
+    /// Serve the users page reads as Model Context Protocol tools for agents, over stdio
+    /// (key from USERLENS_API_KEY) or streamable HTTP on POST /mcp (key per request).
+    Mcp(McpArgs),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
     /// Manage API keys.
@@ -164,6 +167,24 @@ pub struct GatewayListenArgs {
     /// Deadline of each gateway → users-query call, in milliseconds.
     #[arg(long, env = "USERLENS_QUERY_TIMEOUT_MS", default_value_t = 10_000)]
     pub query_timeout_ms: u64,
+    /// GraphQL subscriptions: least milliseconds between two pushes of one subscription, and
+    /// the period of the data generation polls.
+    #[arg(
+        long,
+        env = "USERLENS_SUBSCRIPTION_INTERVAL_MS",
+        default_value_t = 1_000
+    )]
+    pub subscription_interval_ms: u64,
+    /// GraphQL subscriptions open at once per API key, over every connection.
+    #[arg(long, env = "USERLENS_MAX_SUBSCRIPTIONS_PER_KEY", default_value_t = 16)]
+    pub max_subscriptions_per_key: usize,
+    /// GraphQL subscriptions open at once per WebSocket connection.
+    #[arg(
+        long,
+        env = "USERLENS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        default_value_t = 8
+    )]
+    pub max_subscriptions_per_connection: usize,
 }
 
 #[derive(Args, Clone)]
@@ -266,4 +287,53 @@ pub struct DemoArgs {
     /// The all-in-one key file, read when no key is given.
     #[arg(long, env = "USERLENS_KEY_FILE", default_value = "./data/api-key")]
     pub key_file: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum McpTransport {
+    /// JSON-RPC over stdin/stdout, for an agent that starts `userlens mcp` itself.
+    Stdio,
+    /// Streamable HTTP on `POST /mcp`.
+    Http,
+}
+
+#[derive(Args, Clone)]
+pub struct McpArgs {
+    /// How the MCP client reaches the server.
+    #[arg(
+        long,
+        env = "USERLENS_MCP_TRANSPORT",
+        value_enum,
+        default_value = "stdio"
+    )]
+    pub transport: McpTransport,
+    /// Listen address of `POST /mcp` (HTTP transport).
+    #[arg(long, env = "USERLENS_MCP_ADDR", default_value = "127.0.0.1:8090")]
+    pub mcp_addr: SocketAddr,
+    /// `Host` header values the HTTP transport accepts, comma-separated (a value without a
+    /// port matches any port); empty accepts any host. Guards a local server against DNS
+    /// rebinding: list the public host names when serving beyond loopback.
+    #[arg(
+        long,
+        env = "USERLENS_MCP_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1"
+    )]
+    pub mcp_allowed_hosts: Vec<String>,
+    /// Where the tools find users-query.
+    #[arg(
+        long,
+        env = "USERLENS_QUERY_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub query_url: String,
+    /// Deadline of each users-query call, in milliseconds.
+    #[arg(long, env = "USERLENS_QUERY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub query_timeout_ms: u64,
+    /// The project's key for the stdio transport (the HTTP transport takes each request's
+    /// `Authorization` header instead).
+    #[arg(long, env = "USERLENS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    #[command(flatten)]
+    pub limits: ServerLimitArgs,
 }

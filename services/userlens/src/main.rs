@@ -18,7 +18,7 @@ use userlens_users_query::ResultCache;
 
 use crate::cli::{
     AllInOneArgs, CacheArgs, Cli, Command, DatabaseArgs, GatewayListenArgs, IngestListenArgs,
-    KeyArgs, KeysCommand, ServerLimitArgs,
+    KeyArgs, KeysCommand, McpTransport, ServerLimitArgs,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,8 @@ enum CliError {
     Gateway(#[from] userlens_gateway::GatewayError),
     #[error(transparent)]
     Demo(#[from] demo::DemoError),
+    #[error(transparent)]
+    Mcp(#[from] userlens_mcp::McpError),
 }
 
 #[tokio::main]
@@ -139,6 +141,37 @@ async fn run(command: Command) -> Result<(), CliError> {
             )
             .await?;
             tracing::info!("gateway stopped");
+            Ok(())
+        }
+        Command::Mcp(args) => {
+            let settings = userlens_mcp::McpSettings {
+                query_url: args.query_url.clone(),
+                request_timeout: Duration::from_millis(args.query_timeout_ms.max(1)),
+            };
+            match args.transport {
+                McpTransport::Stdio => {
+                    userlens_mcp::serve_stdio(settings, args.api_key, shutdown_signal()).await?;
+                }
+                McpTransport::Http => {
+                    let listener = bind(args.mcp_addr).await?;
+                    announce("mcp", &[("mcp-http", &listener)]);
+                    let allowed_hosts = args
+                        .mcp_allowed_hosts
+                        .iter()
+                        .map(|h| h.trim().to_owned())
+                        .filter(|h| !h.is_empty())
+                        .collect();
+                    userlens_mcp::serve_http(
+                        listener,
+                        settings,
+                        allowed_hosts,
+                        http_server_settings(&args.limits),
+                        shutdown_signal(),
+                    )
+                    .await?;
+                }
+            }
+            tracing::info!("mcp stopped");
             Ok(())
         }
         Command::AllInOne(args) => all_in_one(args).await,
@@ -326,6 +359,11 @@ fn gateway_settings(
             .map(|o| o.trim().to_owned())
             .filter(|o| !o.is_empty())
             .collect(),
+        subscriptions: userlens_gateway::SubscriptionSettings {
+            interval: Duration::from_millis(args.subscription_interval_ms.max(1)),
+            max_per_key: args.max_subscriptions_per_key,
+            max_per_connection: args.max_subscriptions_per_connection,
+        },
     }
 }
 

@@ -225,6 +225,21 @@ impl UsersQueryService for QueryService {
         Ok(Response::new(pb::CheckKeyResponse {}))
     }
 
+    async fn get_data_generation(
+        &self,
+        request: Request<pb::GetDataGenerationRequest>,
+    ) -> Result<Response<pb::DataGeneration>, Status> {
+        let project_id = authenticated(&request)?.project_id;
+        let current = self
+            .generations
+            .read(project_id, || self.snapshots.current(project_id))
+            .await
+            .map_err(QueryServiceError::from)?;
+        Ok(Response::new(pb::DataGeneration {
+            generation: current.generation,
+        }))
+    }
+
     async fn get_users_overview(
         &self,
         request: Request<pb::GetUsersOverviewRequest>,
