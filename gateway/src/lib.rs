@@ -11,6 +11,7 @@
 
 mod analytics;
 mod client;
+mod erase;
 mod error;
 mod export;
 mod http;

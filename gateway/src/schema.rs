@@ -17,6 +17,7 @@ use async_graphql::parser::types::{
 use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
 
 use crate::client::QueryClient;
+use crate::erase::EraseMutation;
 use crate::monitors::{MonitorMutation, MonitorQuery, MonitorsClient};
 use crate::query::QueryRoot;
 
@@ -25,7 +26,12 @@ use crate::query::QueryRoot;
 #[graphql(name = "Query")]
 pub(crate) struct Query(QueryRoot, MonitorQuery);
 
-pub(crate) type GatewaySchema = Schema<Query, MonitorMutation, EmptySubscription>;
+// The `Mutation` root: the monitors' and erasing a user.
+#[derive(MergedObject)]
+#[graphql(name = "Mutation")]
+pub(crate) struct Mutation(MonitorMutation, EraseMutation);
+
+pub(crate) type GatewaySchema = Schema<Query, Mutation, EmptySubscription>;
 
 pub(crate) const MAX_DEPTH: usize = 10;
 pub(crate) const MAX_INTROSPECTION_DEPTH: usize = 15;
@@ -36,10 +42,10 @@ pub(crate) const MAX_RECURSIVE_DEPTH: usize = 32;
 /// Fragment spreads followed when classifying an operation; deeper nesting is treated as data.
 const MAX_FRAGMENT_NESTING: usize = 16;
 
-fn builder() -> SchemaBuilder<Query, MonitorMutation, EmptySubscription> {
+fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
     Schema::build(
         Query(QueryRoot, MonitorQuery),
-        MonitorMutation,
+        Mutation(MonitorMutation, EraseMutation),
         EmptySubscription,
     )
 }

@@ -110,3 +110,43 @@ pub async fn replace_deployment_id(
     .await?;
     Ok(())
 }
+
+/// Where a project's data stands for the query side: its data generation, the generation
+/// of its latest erasure of a user (0: none) and the deployment id, read in one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationState {
+    pub generation: i64,
+    pub erased_generation: i64,
+    pub deployment_id: String,
+}
+
+/// [`generation_and_deployment`] with the project's erased generation.
+pub async fn generation_state(
+    db: &impl ConnectionTrait,
+    project_id: i64,
+) -> Result<GenerationState, StorageError> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "SELECT p.data_generation, p.erased_generation, d.deployment_id FROM projects p \
+             CROSS JOIN deployment d WHERE p.id = $1 AND d.id = 1"
+        }
+        _ => {
+            "SELECT p.data_generation, p.erased_generation, d.deployment_id FROM projects p \
+             CROSS JOIN deployment d WHERE p.id = ? AND d.id = 1"
+        }
+    };
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [project_id.into()],
+        ))
+        .await?
+        .ok_or(StorageError::UnknownProject(project_id))?;
+    Ok(GenerationState {
+        generation: row.try_get::<i64>("", "data_generation")?,
+        erased_generation: row.try_get::<i64>("", "erased_generation")?,
+        deployment_id: row.try_get::<String>("", "deployment_id")?,
+    })
+}

@@ -7,6 +7,12 @@
 //! already read was restored from a backup: its snapshot is rebuilt from scratch and the
 //! deployment id (the result cache's namespace) is replaced before anything is answered, so
 //! neither the snapshot nor a result cached before the restore is ever served.
+//!
+//! Rows changed after a generation show what was written, not what an erasure of a user
+//! deleted. The project row's `erased_generation` (read in the same statement as the data
+//! generation) names the generation of the project's latest erasure; a snapshot built
+//! before it is replaced by an empty one, which loads every row left on its next use. So
+//! every process, not only the one that erased, drops the erased traces on its next query.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -24,6 +30,9 @@ struct ProjectSnapshot {
     held_generation: tokio::sync::Mutex<i64>,
     /// Highest generation of the project this process has read from the database.
     highest_seen: AtomicI64,
+    /// The project's `erased_generation` when this snapshot was made: it holds no row
+    /// erased at or before it.
+    erasure_seen: i64,
 }
 
 /// Where a query stands: the project's data generation and the deployment id.
@@ -31,6 +40,8 @@ struct ProjectSnapshot {
 pub struct CurrentGeneration {
     pub generation: i64,
     pub deployment_id: String,
+    /// The generation of the project's latest erasure of a user (0: none).
+    pub erased_generation: i64,
 }
 
 pub struct SnapshotStore {
@@ -67,7 +78,10 @@ impl SnapshotStore {
                 );
                 read::replace_deployment_id(&self.db, &current.deployment_id).await?;
                 current = self.read_current(project_id).await?;
-                let fresh = Arc::new(ProjectSnapshot::new(current.generation));
+                let fresh = Arc::new(ProjectSnapshot::new(
+                    current.generation,
+                    current.erased_generation,
+                ));
                 self.lock_projects().insert(project_id, fresh);
                 return Ok(current);
             }
@@ -75,16 +89,53 @@ impl SnapshotStore {
         project
             .highest_seen
             .fetch_max(current.generation, Ordering::AcqRel);
+        self.follow_erasure(project_id, &current);
         Ok(current)
     }
 
+    /// Replaces the project's snapshot with an empty one when it was made before the
+    /// erasure `current` names. Checked and replaced under one lock, so once any caller has
+    /// seen the erasure, no caller is handed a snapshot from before it.
+    fn follow_erasure(&self, project_id: i64, current: &CurrentGeneration) {
+        let mut projects = self.lock_projects();
+        let Some(project) = projects.get(&project_id) else {
+            return;
+        };
+        if project.erasure_seen >= current.erased_generation {
+            return;
+        }
+        tracing::info!(
+            project_id,
+            erased_generation = current.erased_generation,
+            "a user was erased: rebuilding the project's snapshot"
+        );
+        let highest = project
+            .highest_seen
+            .load(Ordering::Acquire)
+            .max(current.generation);
+        projects.insert(
+            project_id,
+            Arc::new(ProjectSnapshot::new(highest, current.erased_generation)),
+        );
+    }
+
     async fn read_current(&self, project_id: i64) -> Result<CurrentGeneration, StorageError> {
-        let (generation, deployment_id) =
-            read::generation_and_deployment(&self.db, project_id).await?;
+        let state = read::generation_state(&self.db, project_id).await?;
         Ok(CurrentGeneration {
-            generation,
-            deployment_id,
+            generation: state.generation,
+            deployment_id: state.deployment_id,
+            erased_generation: state.erased_generation,
         })
+    }
+
+    /// Erases the user from the project's stored data (`userlens_storage::erase`). This
+    /// process's snapshot follows on the next query, like every other process's.
+    pub async fn erase_user(
+        &self,
+        project_id: i64,
+        user_id: &str,
+    ) -> Result<userlens_storage::ErasureSummary, StorageError> {
+        userlens_storage::erase_user(&self.db, project_id, user_id).await
     }
 
     /// The project's snapshot, holding at least every row up to `generation`.
@@ -95,41 +146,55 @@ impl SnapshotStore {
         metrics: &QueryMetrics,
     ) -> Result<OwnedRwLockReadGuard<Snapshot>, StorageError> {
         let project = self.project(project_id);
-        {
-            // One refresh at a time per project; queries arriving meanwhile wait for it and
-            // then find the snapshot current.
-            let mut held = project.held_generation.lock().await;
-            if *held < generation {
-                let rows = read::traces_changed_since(&self.db, project_id, *held).await?;
-                metrics.record_snapshot_refresh(rows.len());
-                let mut snapshot = Arc::clone(&project.snapshot).write_owned().await;
-                tokio::task::spawn_blocking(move || snapshot.upsert(rows))
-                    .await
-                    .map_err(|e| StorageError::Corrupt(format!("snapshot update panicked: {e}")))?;
-                *held = generation;
-            }
-        }
+        self.refresh(&project, project_id, generation, metrics)
+            .await?;
         Ok(Arc::clone(&project.snapshot).read_owned().await)
+    }
+
+    /// Brings `project`'s snapshot up to at least `generation`.
+    async fn refresh(
+        &self,
+        project: &ProjectSnapshot,
+        project_id: i64,
+        generation: i64,
+        metrics: &QueryMetrics,
+    ) -> Result<(), StorageError> {
+        // One refresh at a time per project; queries arriving meanwhile wait for it and
+        // then find the snapshot current.
+        let mut held = project.held_generation.lock().await;
+        if *held < generation {
+            let rows = read::traces_changed_since(&self.db, project_id, *held).await?;
+            metrics.record_snapshot_refresh(rows.len());
+            let mut snapshot = Arc::clone(&project.snapshot).write_owned().await;
+            tokio::task::spawn_blocking(move || snapshot.upsert(rows))
+                .await
+                .map_err(|e| StorageError::Corrupt(format!("snapshot update panicked: {e}")))?;
+            *held = generation;
+        }
+        Ok(())
     }
 
     /// The project's snapshot, refreshed to at least `generation`, as a handle a long read
     /// locks piece by piece, so it never holds off a refresh for long. The snapshot behind
-    /// the handle only gains rows: interned ids stay valid across its refreshes.
+    /// the handle only gains rows: interned ids stay valid across its refreshes (an erasure
+    /// replaces the project's snapshot by a new one rather than removing rows from it).
     pub async fn shared_at_generation(
         &self,
         project_id: i64,
         generation: i64,
         metrics: &QueryMetrics,
     ) -> Result<Arc<RwLock<Snapshot>>, StorageError> {
-        drop(self.at_generation(project_id, generation, metrics).await?);
-        Ok(Arc::clone(&self.project(project_id).snapshot))
+        let project = self.project(project_id);
+        self.refresh(&project, project_id, generation, metrics)
+            .await?;
+        Ok(Arc::clone(&project.snapshot))
     }
 
     fn project(&self, project_id: i64) -> Arc<ProjectSnapshot> {
         Arc::clone(
             self.lock_projects()
                 .entry(project_id)
-                .or_insert_with(|| Arc::new(ProjectSnapshot::new(-1))),
+                .or_insert_with(|| Arc::new(ProjectSnapshot::new(-1, 0))),
         )
     }
 
@@ -142,12 +207,13 @@ impl SnapshotStore {
 
 impl ProjectSnapshot {
     /// An empty snapshot (it loads every row on first use) of a project last seen at
-    /// `highest_seen`.
-    fn new(highest_seen: i64) -> Self {
+    /// `highest_seen`, made after the project's erasure at `erasure_seen`.
+    fn new(highest_seen: i64, erasure_seen: i64) -> Self {
         Self {
             snapshot: Arc::new(RwLock::new(Snapshot::new())),
             held_generation: tokio::sync::Mutex::new(-1),
             highest_seen: AtomicI64::new(highest_seen),
+            erasure_seen,
         }
     }
 }

@@ -9,6 +9,8 @@ pub struct Model {
     pub name: String,
     /// Advanced by every committed write of the project; see `docs/storage.md`.
     pub data_generation: i64,
+    /// The data generation committed by the project's latest erasure of a user (0: none).
+    pub erased_generation: i64,
     pub created_at_ns: i64,
 }
 
