@@ -822,3 +822,65 @@ impl Gateway {
         self.task.await.expect("gateway task");
     }
 }
+
+/// A monitor verdict computed before an erasure (at an older generation) cannot write the
+/// erased user back into the monitor tables; one computed after it can.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_monitor_verdict_from_before_an_erasure_writes_nothing() {
+    use userlens_monitors::store::{self, NewEvent};
+    use userlens_monitors::{Condition, MonitorSpec};
+    for_each_backend!(|database| {
+        let db = &database.db;
+        let stack = Stack::start(&database, CacheChoice::InProcess).await;
+        stack.export(fixture()).await;
+        // Disabled: the running evaluator leaves it alone; the transitions below are the
+        // evaluator's own calls.
+        let monitor = store::create(
+            db,
+            stack.project_id,
+            MonitorSpec {
+                name: "busy".into(),
+                user_id: None,
+                condition: Condition::TracesAbove,
+                threshold: 0.0,
+                min_sessions: 1,
+                window_seconds: 3_600,
+                webhook_url: "http://127.0.0.1:9/hook".into(),
+                enabled: false,
+            },
+        )
+        .await
+        .expect("a monitor");
+        let before = userlens_storage::read::generation_state(db, stack.project_id)
+            .await
+            .expect("generation")
+            .generation;
+        let mut client = stack.query_client().await;
+        erase(&mut client, &stack.key, "ann").await.expect("erased");
+        let after = userlens_storage::read::generation_state(db, stack.project_id)
+            .await
+            .expect("generation");
+        assert!(after.erased_generation > before);
+
+        let body = |_: i64, _: &str| "{}".to_owned();
+        let transition = |generation: i64| NewEvent {
+            monitor: &monitor,
+            user_id: "ann",
+            kind: "ALERT",
+            body: &body,
+            generation,
+        };
+        let stale = store::transition(db, transition(before))
+            .await
+            .expect("a stale transition");
+        assert!(!stale, "a verdict from before the erasure was written");
+        let states = "SELECT count(*) FROM monitor_states WHERE user_id = 'ann'";
+        assert_eq!(count(db, states).await, 0);
+        let current = store::transition(db, transition(after.generation))
+            .await
+            .expect("a current transition");
+        assert!(current);
+        assert_eq!(count(db, states).await, 1);
+        stack.stop().await;
+    });
+}

@@ -152,6 +152,12 @@ async fn erase_once(
         summary.traces_removed += delete_by_traces(&txn, "traces", project_id, chunk, None).await?;
     }
     summary.traces_rederived = rederived.len() as u64;
+    if backend == DbBackend::Postgres {
+        // The project row lock before the monitor records: a monitor transition share-locks
+        // that row first, so it runs wholly before or after the erasure and cannot write a
+        // state or event of the user behind it.
+        lock_project(&txn, project_id).await?;
+    }
     summary.monitor_records_removed = delete_monitor_records(&txn, project_id, user_id).await?;
 
     if !summary.removed_anything() {
@@ -347,6 +353,20 @@ async fn delete_by_traces(
         .execute_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?;
     Ok(result.rows_affected())
+}
+
+/// Locks the project row (PostgreSQL), after every trace lock as in a write.
+async fn lock_project(txn: &DatabaseTransaction, project_id: i64) -> Result<(), StorageError> {
+    let locked = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT id FROM projects WHERE id = $1 FOR UPDATE",
+            [project_id.into()],
+        ))
+        .await?;
+    locked
+        .map(|_| ())
+        .ok_or(StorageError::UnknownProject(project_id))
 }
 
 /// Deletes the user's monitor events and states in the project, and the project's
