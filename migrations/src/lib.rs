@@ -7,6 +7,7 @@ mod m20261202_000001_deployment_identity;
 mod m20261202_000002_resources_once;
 mod m20261202_000003_monitors;
 mod m20261203_000001_erasure;
+mod m20261203_000002_retention_indexes;
 
 pub use m20261202_000001_deployment_identity::new_deployment_id;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000002_resources_once::Migration),
             Box::new(m20261202_000003_monitors::Migration),
             Box::new(m20261203_000001_erasure::Migration),
+            Box::new(m20261203_000002_retention_indexes::Migration),
         ]
     }
 }

@@ -884,3 +884,103 @@ async fn a_monitor_verdict_from_before_an_erasure_writes_nothing() {
         stack.stop().await;
     });
 }
+
+/// Retention by age: traces older than the limit go with their spans and annotations,
+/// except each user's first trace, so first seen and new users keep their meaning; the
+/// answers follow at once, from the cache and the snapshot.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_deletes_old_traces_but_each_user_s_first() {
+    use userlens_storage::retention;
+    for_each_backend!(|database| {
+        let stack = Stack::start(&database, CacheChoice::ForBackend).await;
+        let key = stack.key.clone();
+        stack.export(fixture()).await;
+        // A recent trace of bob and of a new user, cy, on 03-20.
+        stack
+            .export(export(vec![
+                one_span(
+                    7,
+                    70,
+                    None,
+                    at(20, 9),
+                    vec![("user.id", "bob"), ("session.id", "s-bob")],
+                ),
+                one_span(
+                    8,
+                    80,
+                    None,
+                    at(20, 10),
+                    vec![("user.id", "cy"), ("session.id", "s-cy")],
+                ),
+            ]))
+            .await;
+        let mut client = stack.query_client().await;
+        let before = reads(&mut client, &key).await;
+        assert_eq!(
+            before.overview,
+            "users 3 new 3 traces 7 with user 6 sessions 3 with user 3"
+        );
+
+        // Everything before 03-10 is older than the limit.
+        let removed = retention::delete_older_than(&database.db, at(10, 0))
+            .await
+            .expect("retention pass");
+        // ann's trace 2, the anonymous trace 3 and bob's trace 5; ann's trace 1 and bob's
+        // trace 4 are their first traces.
+        assert_eq!(removed.traces_removed, 3);
+        assert_eq!(removed.spans_removed, 3);
+        assert_eq!(removed.annotations_removed, 0);
+        let after = reads(&mut client, &key).await;
+        assert_eq!(
+            after.overview,
+            "users 3 new 3 traces 4 with user 4 sessions 3 with user 3"
+        );
+        assert_eq!(
+            after.details[0],
+            Some(format!(
+                "ann Some(\"ann@x.io\") first Some({}) traces 1 sessions 1 cost Some(0.5) issues []",
+                at(2, 10) / NS
+            ))
+        );
+        // A second pass finds nothing more.
+        assert_eq!(
+            retention::delete_older_than(&database.db, at(10, 0))
+                .await
+                .expect("retention pass")
+                .traces_removed,
+            0
+        );
+
+        // The background job, against the clock: the fixture is months old, so at 30 days
+        // only the first trace of each user is left (bob's 03-20 trace goes too).
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let job = tokio::spawn(retention::run(
+            database.db.clone(),
+            retention::RetentionSettings {
+                days: 30,
+                interval: Duration::from_millis(50),
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let p = stack.project_id;
+        let traces = format!("SELECT count(*) FROM traces WHERE project_id = {p}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while count(&database.db, &traces).await != 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the job did not delete"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop.send(());
+        job.await.expect("retention job");
+        let last = reads(&mut client, &key).await;
+        assert_eq!(
+            last.overview,
+            "users 3 new 3 traces 3 with user 3 sessions 3 with user 3"
+        );
+        stack.stop().await;
+    });
+}

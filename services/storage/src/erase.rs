@@ -164,7 +164,7 @@ async fn erase_once(
         txn.rollback().await?;
         return Ok(summary);
     }
-    let generation = advance_generation(&txn, project_id).await?;
+    let generation = advance_erased_generation(&txn, project_id).await?;
     for chunk in rederived.chunks(ROWS_PER_STATEMENT) {
         upsert_traces(&txn, project_id, chunk, generation).await?;
     }
@@ -219,7 +219,7 @@ impl Candidates {
 
 /// `$n` on PostgreSQL, `?` on SQLite, for the `{n}` placeholders of `sql`. SQLite binds
 /// `?` by position, so the placeholders must appear in `sql` in order, each once.
-fn placeholders(backend: DbBackend, sql: &str, count: usize) -> String {
+pub(crate) fn placeholders(backend: DbBackend, sql: &str, count: usize) -> String {
     debug_assert!(
         (1..=count)
             .map(|n| sql.find(&format!("{{{n}}}")))
@@ -259,7 +259,7 @@ async fn trace_ids(
 }
 
 /// Locks the (existing) trace rows of `trace_ids`, in trace id order like every writer.
-async fn lock_traces(
+pub(crate) async fn lock_traces(
     txn: &DatabaseTransaction,
     project_id: i64,
     trace_ids: &[[u8; 16]],
@@ -301,7 +301,7 @@ fn trace_id_list(backend: DbBackend, trace_ids: &[[u8; 16]], first: usize) -> (S
 
 /// Deletes the rows of `table` of the given traces (only those of `user_id` when given);
 /// returns how many.
-async fn delete_by_traces(
+pub(crate) async fn delete_by_traces(
     txn: &DatabaseTransaction,
     table: &str,
     project_id: i64,
@@ -399,7 +399,7 @@ async fn delete_monitor_records(
 
 /// Advances the data generation and stamps it as the project's latest erasure; the project
 /// row lock is taken here, last, as in every write.
-async fn advance_generation(
+pub(crate) async fn advance_erased_generation(
     txn: &DatabaseTransaction,
     project_id: i64,
 ) -> Result<i64, StorageError> {

@@ -13,6 +13,7 @@ pub mod erase;
 pub mod error;
 pub mod keys;
 pub mod read;
+pub mod retention;
 pub mod span;
 pub mod write;
 

@@ -113,6 +113,10 @@ pub struct IngestListenArgs {
     /// Write transactions in flight at once; 0: 1 on SQLite, 3 on PostgreSQL.
     #[arg(long, env = "USERLENS_INGEST_WRITERS", default_value_t = 0)]
     pub ingest_writers: usize,
+    /// Delete traces older than this many days, with their spans and annotations, keeping
+    /// each user's first trace (SPEC §10); unset: keep everything.
+    #[arg(long, env = "USERLENS_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub retention_days: Option<u32>,
 }
 
 /// Limits of every listener of the role (docs/reliability.md, "Hardening: servers").

@@ -93,6 +93,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             ensure_bootstrap_key(&db, &args.key).await?;
             let (grpc, http) = bind_ingest(&args.listen).await?;
             announce("ingest", &[("otlp-grpc", &grpc), ("otlp-http", &http)]);
+            start_retention(&db, &args.listen);
             userlens_ingest::serve(
                 db,
                 ingest_settings(&args.listen, &args.limits, &args.key),
@@ -145,6 +146,28 @@ async fn run(command: Command) -> Result<(), CliError> {
     }
 }
 
+/// How often retention by age looks for traces past the limit.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3_600);
+
+/// Starts retention by age when `USERLENS_RETENTION_DAYS` is set; the task ends with the
+/// process (a batch cut short rolls back).
+fn start_retention(db: &DatabaseConnection, listen: &cli::IngestListenArgs) {
+    if let Some(days) = listen.retention_days {
+        tracing::info!(
+            days,
+            "retention by age: traces older than the limit are deleted"
+        );
+        tokio::spawn(userlens_storage::retention::run(
+            db.clone(),
+            userlens_storage::retention::RetentionSettings {
+                days,
+                interval: RETENTION_INTERVAL,
+            },
+            std::future::pending::<()>(),
+        ));
+    }
+}
+
 /// Every role in one process; the gateway reaches users-query over loopback gRPC as it
 /// would across machines.
 async fn all_in_one(args: AllInOneArgs) -> Result<(), CliError> {
@@ -182,6 +205,7 @@ async fn all_in_one(args: AllInOneArgs) -> Result<(), CliError> {
         println!("GraphiQL: http://{addr}/graphql");
     }
 
+    start_retention(&db, &args.ingest);
     let shutdown = shutdown_signal().shared();
     let ingest = userlens_ingest::serve(
         db.clone(),
