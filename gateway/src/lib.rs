@@ -12,6 +12,7 @@
 
 mod analytics;
 mod client;
+mod erase;
 mod error;
 mod export;
 mod http;

@@ -353,7 +353,7 @@ impl MonitorQuery {
 #[derive(Default)]
 pub(crate) struct MonitorMutation;
 
-#[Object(name = "Mutation")]
+#[Object]
 impl MonitorMutation {
     /// Defines a monitor; the answer holds its webhook secret, shown only once.
     #[graphql(complexity = "RPC_COMPLEXITY + child_complexity")]

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
 use crate::client::QueryClient;
+use crate::erase::EraseMutation;
 use crate::monitors::{MonitorMutation, MonitorQuery, MonitorsClient};
 use crate::query::QueryRoot;
 use crate::subscriptions::{Hub, SubscriptionRoot};
@@ -28,7 +29,12 @@ use crate::subscriptions::{Hub, SubscriptionRoot};
 #[graphql(name = "Query")]
 pub(crate) struct Query(QueryRoot, MonitorQuery);
 
-pub(crate) type GatewaySchema = Schema<Query, MonitorMutation, SubscriptionRoot>;
+// The `Mutation` root: the monitors' and erasing a user.
+#[derive(MergedObject)]
+#[graphql(name = "Mutation")]
+pub(crate) struct Mutation(MonitorMutation, EraseMutation);
+
+pub(crate) type GatewaySchema = Schema<Query, Mutation, SubscriptionRoot>;
 
 pub(crate) const MAX_DEPTH: usize = 10;
 pub(crate) const MAX_INTROSPECTION_DEPTH: usize = 15;
@@ -39,10 +45,10 @@ pub(crate) const MAX_RECURSIVE_DEPTH: usize = 32;
 /// Fragment spreads followed when classifying an operation; deeper nesting is treated as data.
 const MAX_FRAGMENT_NESTING: usize = 16;
 
-fn builder() -> SchemaBuilder<Query, MonitorMutation, SubscriptionRoot> {
+fn builder() -> SchemaBuilder<Query, Mutation, SubscriptionRoot> {
     Schema::build(
         Query(QueryRoot, MonitorQuery),
-        MonitorMutation,
+        Mutation(MonitorMutation, EraseMutation),
         SubscriptionRoot,
     )
 }

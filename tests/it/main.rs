@@ -5,6 +5,7 @@ mod analytics;
 mod auth_first;
 mod compose;
 mod derivation;
+mod erase;
 mod faults;
 mod gateway_e2e;
 mod graphql_abuse;

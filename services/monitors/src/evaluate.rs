@@ -409,6 +409,7 @@ impl<S: SnapshotSource> Evaluator<S> {
                         user_id: &user_id,
                         kind,
                         body: &body,
+                        generation,
                     },
                 )
                 .await?;

@@ -3,8 +3,9 @@
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    TransactionTrait,
 };
 
 use crate::entities::{monitor_events, monitor_states, monitors};
@@ -271,6 +272,8 @@ pub struct NewEvent<'a> {
     pub kind: &'static str,
     /// Builds the webhook body for the episode the change opens or closes.
     pub body: &'a (dyn Fn(i64, &str) -> String + Sync),
+    /// The project data generation the verdict was computed at.
+    pub generation: i64,
 }
 
 /// The idempotency key of one event: unique per monitor, user, episode and kind.
@@ -294,6 +297,15 @@ pub async fn transition(
     let firing = event.kind == EVENT_ALERT;
     let now = now_ns();
     let txn = db.begin().await?;
+    // A verdict from before an erasure of a user (SPEC §9) must not bring the user back into
+    // the monitor tables. PostgreSQL: the project row is share-locked first, so an erasure
+    // (which deletes monitor records after locking that row) runs wholly before or after
+    // this transition. SQLite: checked after the first write took the one write lock.
+    let postgres = txn.get_database_backend() == DbBackend::Postgres;
+    if postgres && erased_after(&txn, event.monitor.project_id, event.generation).await? {
+        txn.rollback().await?;
+        return Ok(false);
+    }
     monitor_states::Entity::insert(monitor_states::ActiveModel {
         monitor_id: Set(event.monitor.id),
         user_id: Set(event.user_id.to_owned()),
@@ -307,6 +319,10 @@ pub async fn transition(
     ])
     .exec(&txn)
     .await?;
+    if !postgres && erased_after(&txn, event.monitor.project_id, event.generation).await? {
+        txn.rollback().await?;
+        return Ok(false);
+    }
     let mut change = monitor_states::Entity::update_many()
         .col_expr(monitor_states::Column::Firing, Expr::value(firing))
         .col_expr(monitor_states::Column::ChangedAtNs, Expr::value(now))
@@ -355,6 +371,32 @@ pub async fn transition(
     .await?;
     txn.commit().await?;
     Ok(true)
+}
+
+/// Whether a user of the project was erased after `generation` (share-locking the project
+/// row on PostgreSQL until the transaction ends).
+async fn erased_after(
+    txn: &DatabaseTransaction,
+    project_id: i64,
+    generation: i64,
+) -> Result<bool, MonitorError> {
+    let backend = txn.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => "SELECT erased_generation FROM projects WHERE id = $1 FOR SHARE",
+        _ => "SELECT erased_generation FROM projects WHERE id = ?",
+    };
+    let erased: i64 = match txn
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [project_id.into()],
+        ))
+        .await?
+    {
+        Some(row) => row.try_get_by_index(0)?,
+        None => return Ok(true),
+    };
+    Ok(erased > generation)
 }
 
 /// One page of the project's events, newest first; `true` when more follow.

@@ -9,14 +9,17 @@ pub mod db;
 pub mod derive;
 pub mod details;
 pub mod entities;
+pub mod erase;
 pub mod error;
 pub mod keys;
 pub mod read;
+pub mod retention;
 pub mod span;
 pub mod write;
 
 pub use auth::{KeyCacheSettings, KeyResolver, ResolvedKey};
 pub use db::{DatabaseSettings, connect, group_or_other_permissions, migrate, private_dir_builder};
+pub use erase::{ErasureSummary, erase_user};
 pub use error::StorageError;
 pub use sea_orm::{DatabaseConnection, DbBackend};
 pub use span::{Annotation, ResourceRecord, SpanFacts, SpanRecord, StoredSpan};

@@ -58,17 +58,20 @@ pub async fn span_count(db: &impl ConnectionTrait, project_id: i64) -> Result<u6
         .await?)
 }
 
-/// Where a project stands: its data generation, the token of the write that made it (see
-/// `generation_marks`), and the deployment id.
+/// Where a project stands for the query side: its data generation, the token of the write
+/// that made it (see `generation_marks`), the generation of its latest erasure of a user
+/// (0: none), and the deployment id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectGeneration {
     pub generation: i64,
     pub token: i64,
+    pub erased_generation: i64,
     pub deployment_id: String,
 }
 
-/// The project's data generation and token and the deployment id (see the `deployment`
-/// table), read in one statement so a replaced deployment id is seen by the very next query.
+/// The project's data generation, token and erased generation and the deployment id (see
+/// the `deployment` table), read in one statement so a replaced deployment id or a new
+/// erasure is seen by the very next query.
 pub async fn generation_and_deployment(
     db: &impl ConnectionTrait,
     project_id: i64,
@@ -76,12 +79,12 @@ pub async fn generation_and_deployment(
     let backend = db.get_database_backend();
     let sql = match backend {
         DbBackend::Postgres => {
-            "SELECT p.data_generation, p.generation_token, d.deployment_id FROM projects p \
-             CROSS JOIN deployment d WHERE p.id = $1 AND d.id = 1"
+            "SELECT p.data_generation, p.generation_token, p.erased_generation, d.deployment_id \
+             FROM projects p CROSS JOIN deployment d WHERE p.id = $1 AND d.id = 1"
         }
         _ => {
-            "SELECT p.data_generation, p.generation_token, d.deployment_id FROM projects p \
-             CROSS JOIN deployment d WHERE p.id = ? AND d.id = 1"
+            "SELECT p.data_generation, p.generation_token, p.erased_generation, d.deployment_id \
+             FROM projects p CROSS JOIN deployment d WHERE p.id = ? AND d.id = 1"
         }
     };
     let row = db
@@ -95,6 +98,7 @@ pub async fn generation_and_deployment(
     Ok(ProjectGeneration {
         generation: row.try_get::<i64>("", "data_generation")?,
         token: row.try_get::<i64>("", "generation_token")?,
+        erased_generation: row.try_get::<i64>("", "erased_generation")?,
         deployment_id: row.try_get::<String>("", "deployment_id")?,
     })
 }

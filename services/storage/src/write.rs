@@ -41,7 +41,7 @@ use crate::span::{Annotation, ResourceRecord, SpanFacts, SpanRecord, StoredSpan}
 
 /// Rows per multi-row statement: below SQLite's 32,766 bound parameters and PostgreSQL's
 /// 65,535 for the widest table (27 columns).
-const ROWS_PER_STATEMENT: usize = 500;
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
 
 /// Attempts of one write when the database reports a deadlock or serialisation failure.
 const ATTEMPTS_ON_CONFLICT: usize = 5;
@@ -84,10 +84,10 @@ pub async fn write_spans<'a>(
 
 /// Runs one write transaction, again (up to `ATTEMPTS_ON_CONFLICT` times in all) when the
 /// database reports a deadlock or serialisation failure.
-async fn retry_on_conflict<F, Attempt>(mut write_once: F) -> Result<WriteSummary, StorageError>
+pub(crate) async fn retry_on_conflict<T, F, Attempt>(mut write_once: F) -> Result<T, StorageError>
 where
     F: FnMut() -> Attempt,
-    Attempt: std::future::Future<Output = Result<WriteSummary, StorageError>>,
+    Attempt: std::future::Future<Output = Result<T, StorageError>>,
 {
     let mut attempt = 1;
     loop {
@@ -308,7 +308,7 @@ pub const GENERATION_MARKS_KEPT: i64 = 100_000;
 /// Advances the project's data generation and gives the new state a random token, stored
 /// with it in `projects` and as the generation's mark; marks older than
 /// [`GENERATION_MARKS_KEPT`] generations are dropped.
-async fn advance_generation(
+pub(crate) async fn advance_generation(
     txn: &DatabaseTransaction,
     project_id: i64,
 ) -> Result<i64, StorageError> {
@@ -682,7 +682,7 @@ fn select_by_trace_ids(
     Statement::from_sql_and_values(backend, sql, values)
 }
 
-async fn load_stored_spans(
+pub(crate) async fn load_stored_spans(
     txn: &DatabaseTransaction,
     project_id: i64,
     trace_ids: &[[u8; 16]],
@@ -756,7 +756,7 @@ async fn load_stored_spans(
     Ok(by_trace)
 }
 
-async fn load_annotations(
+pub(crate) async fn load_annotations(
     txn: &DatabaseTransaction,
     project_id: i64,
     trace_ids: &[[u8; 16]],
@@ -811,7 +811,7 @@ const TRACE_COLUMNS: [&str; 17] = [
     "change_generation",
 ];
 
-async fn upsert_traces(
+pub(crate) async fn upsert_traces(
     txn: &DatabaseTransaction,
     project_id: i64,
     chunk: &[DerivedTrace],
@@ -851,7 +851,10 @@ fn clamp_i32(value: i64) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 
-fn fixed_bytes<const N: usize>(bytes: Vec<u8>, what: &str) -> Result<[u8; N], StorageError> {
+pub(crate) fn fixed_bytes<const N: usize>(
+    bytes: Vec<u8>,
+    what: &str,
+) -> Result<[u8; N], StorageError> {
     bytes
         .as_slice()
         .try_into()

@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run every role in one process: ingest, users-query and the GraphQL gateway.
-    AllInOne(AllInOneArgs),
+    AllInOne(Box<AllInOneArgs>),
     /// Run the ingest role: OTLP/gRPC + native IngestService, OTLP/HTTP, /healthz, /metrics.
     Ingest(IngestArgs),
     /// Run the users-query role: gRPC UsersQueryService with health and reflection.
@@ -116,6 +116,10 @@ pub struct IngestListenArgs {
     /// Write transactions in flight at once; 0: 1 on SQLite, 3 on PostgreSQL.
     #[arg(long, env = "USERLENS_INGEST_WRITERS", default_value_t = 0)]
     pub ingest_writers: usize,
+    /// Delete traces older than this many days, with their spans and annotations, keeping
+    /// each user's first trace (SPEC §10); unset: keep everything.
+    #[arg(long, env = "USERLENS_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub retention_days: Option<u32>,
 }
 
 /// Limits of every listener of the role (docs/reliability.md, "Hardening: servers").

@@ -65,7 +65,9 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::AllInOne(cli.all_in_one));
+    let command = cli
+        .command
+        .unwrap_or_else(|| Command::AllInOne(Box::new(cli.all_in_one)));
     match run(command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -95,6 +97,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             ensure_bootstrap_key(&db, &args.key).await?;
             let (grpc, http) = bind_ingest(&args.listen).await?;
             announce("ingest", &[("otlp-grpc", &grpc), ("otlp-http", &http)]);
+            start_retention(&db, &args.listen);
             userlens_ingest::serve(
                 db,
                 ingest_settings(&args.listen, &args.limits, &args.key),
@@ -174,7 +177,29 @@ async fn run(command: Command) -> Result<(), CliError> {
             tracing::info!("mcp stopped");
             Ok(())
         }
-        Command::AllInOne(args) => all_in_one(args).await,
+        Command::AllInOne(args) => all_in_one(*args).await,
+    }
+}
+
+/// How often retention by age looks for traces past the limit.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3_600);
+
+/// Starts retention by age when `USERLENS_RETENTION_DAYS` is set; the task ends with the
+/// process (a batch cut short rolls back).
+fn start_retention(db: &DatabaseConnection, listen: &cli::IngestListenArgs) {
+    if let Some(days) = listen.retention_days {
+        tracing::info!(
+            days,
+            "retention by age: traces older than the limit are deleted"
+        );
+        tokio::spawn(userlens_storage::retention::run(
+            db.clone(),
+            userlens_storage::retention::RetentionSettings {
+                days,
+                interval: RETENTION_INTERVAL,
+            },
+            std::future::pending::<()>(),
+        ));
     }
 }
 
@@ -215,6 +240,7 @@ async fn all_in_one(args: AllInOneArgs) -> Result<(), CliError> {
         println!("GraphiQL: http://{addr}/graphql");
     }
 
+    start_retention(&db, &args.ingest);
     let shutdown = shutdown_signal().shared();
     let ingest = userlens_ingest::serve(
         db.clone(),

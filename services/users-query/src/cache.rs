@@ -129,6 +129,95 @@ impl ResultCache {
     }
 }
 
+/// Keys scanned per Redis `SCAN` step when purging a project's entries, and how long a
+/// purge may take in all.
+const PURGE_SCAN_COUNT: usize = 1_000;
+const PURGE_DEADLINE: Duration = Duration::from_secs(5);
+
+impl ResultCache {
+    /// Deletes every entry of the project in this deployment (after an erasure). Best
+    /// effort: the entries are unreachable anyway once the generation advanced, and expire
+    /// within `ENTRY_TTL`; a Redis failure is logged and counted.
+    pub async fn purge_project(
+        &self,
+        deployment_id: &str,
+        project_id: i64,
+        metrics: &QueryMetrics,
+    ) {
+        let key_start = CacheKey::project_start(deployment_id, project_id);
+        match self {
+            Self::InProcess(cache) => {
+                let keys: Vec<Arc<String>> = cache
+                    .iter()
+                    .filter(|(key, _)| key.starts_with(&key_start))
+                    .map(|(key, _)| key)
+                    .collect();
+                for key in keys {
+                    cache.invalidate(key.as_str()).await;
+                }
+            }
+            Self::Redis { connection, prefix } => {
+                let pattern = format!("{}*", glob_escape(&format!("{prefix}{key_start}")));
+                let purge = purge_redis(connection.clone(), pattern);
+                match tokio::time::timeout(PURGE_DEADLINE, purge).await {
+                    Ok(Ok(deleted)) => {
+                        tracing::debug!(project_id, deleted, "cached answers purged");
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "redis purge failed; the entries expire on their own");
+                        metrics.record_cache_error();
+                    }
+                    Err(_) => {
+                        tracing::warn!("redis purge timed out; the entries expire on their own");
+                        metrics.record_cache_error();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `SCAN … MATCH pattern` and `UNLINK` of what it finds; returns how many were deleted.
+async fn purge_redis(
+    mut connection: ConnectionManager,
+    pattern: String,
+) -> redis::RedisResult<u64> {
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(PURGE_SCAN_COUNT)
+            .query_async(&mut connection)
+            .await?;
+        if !keys.is_empty() {
+            deleted += redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<u64>(&mut connection)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
+/// `text` with the Redis glob characters escaped, so it matches only itself.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 /// Deployment, project, data state (generation and token), method and a digest of the
 /// request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,9 +239,16 @@ impl CacheKey {
             generation,
             token,
             deployment_id,
+            ..
         } = state;
         Self(format!(
-            "q3:{deployment_id}:{project_id}:{generation}.{token}:{method}:{digest}"
+            "{}{generation}.{token}:{method}:{digest}",
+            Self::project_start(deployment_id, project_id)
         ))
+    }
+
+    /// How every key of the project in the deployment starts.
+    fn project_start(deployment_id: &str, project_id: i64) -> String {
+        format!("q3:{deployment_id}:{project_id}:")
     }
 }

@@ -97,6 +97,24 @@ impl QueryService {
     }
 }
 
+impl QueryService {
+    /// Deletes the project's cached answers after an erasure. They are unreachable already
+    /// (their keys name older generations); deleting them keeps the erased user's figures
+    /// out of the cache's memory too instead of waiting for their expiry.
+    async fn purge_cached_answers(&self, project_id: i64) {
+        match self.snapshots.current(project_id).await {
+            Ok(current) => {
+                self.cache
+                    .purge_project(&current.deployment_id, project_id, &self.metrics)
+                    .await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, project_id, "cached answers not purged after an erasure");
+            }
+        }
+    }
+}
+
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -298,6 +316,36 @@ impl UsersQueryService for QueryService {
             })
             .await?;
         Ok(answer)
+    }
+
+    /// Erases the user in the database; the result cache and every process's snapshot
+    /// follow through the data generation and the erased generation it advanced.
+    async fn erase_user(
+        &self,
+        request: Request<pb::EraseUserRequest>,
+    ) -> Result<Response<pb::EraseUserResponse>, Status> {
+        let project_id = authenticated(&request)
+            .map_err(|_| QueryServiceError::Unauthenticated)?
+            .project_id;
+        let user_id = request.get_ref().user_id.as_str();
+        if user_id.is_empty() {
+            return Err(QueryServiceError::invalid("user_id", "must not be empty").into());
+        }
+        let summary = self
+            .snapshots
+            .erase_user(project_id, user_id)
+            .await
+            .map_err(QueryServiceError::from)?;
+        if summary.generation.is_some() {
+            self.purge_cached_answers(project_id).await;
+        }
+        Ok(Response::new(pb::EraseUserResponse {
+            traces_removed: summary.traces_removed,
+            spans_removed: summary.spans_removed,
+            annotations_removed: summary.annotations_removed,
+            traces_rederived: summary.traces_rederived,
+            monitor_records_removed: summary.monitor_records_removed,
+        }))
     }
 
     async fn get_breakdowns(

@@ -13,6 +13,12 @@
 //! Generations only grow, so a project whose generation is lower than one this process has
 //! already read was restored as well: its snapshot is rebuilt and the deployment id (the
 //! result cache's namespace) is replaced before anything is answered.
+//!
+//! Rows changed after a generation show what was written, not what an erasure of a user
+//! deleted. The project row's `erased_generation` (read in the same statement as the data
+//! generation) names the generation of the project's latest erasure; a snapshot built
+//! before it is replaced by an empty one, which loads every row left on its next use. So
+//! every process, not only the one that erased, drops the erased traces on its next query.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -30,9 +36,13 @@ struct ProjectSnapshot {
     held: tokio::sync::Mutex<Held>,
     /// Highest generation of the project this process has read from the database.
     highest_seen: AtomicI64,
+    /// The project's `erased_generation` when this snapshot was made: it holds no row
+    /// erased at or before it.
+    erasure_seen: i64,
 }
 
-/// Where a query stands: the project's data generation, its token and the deployment id.
+/// Where a query stands: the project's data generation and its token, its latest erasure
+/// and the deployment id.
 pub type CurrentGeneration = read::ProjectGeneration;
 
 /// A state of a project's data: a generation and the token of the write that made it.
@@ -84,7 +94,10 @@ impl SnapshotStore {
                 );
                 read::replace_deployment_id(&self.db, &current.deployment_id).await?;
                 current = self.read_current(project_id).await?;
-                let fresh = Arc::new(ProjectSnapshot::new(current.generation));
+                let fresh = Arc::new(ProjectSnapshot::new(
+                    current.generation,
+                    current.erased_generation,
+                ));
                 self.lock_projects().insert(project_id, fresh);
                 return Ok(current);
             }
@@ -92,11 +105,48 @@ impl SnapshotStore {
         project
             .highest_seen
             .fetch_max(current.generation, Ordering::AcqRel);
+        self.follow_erasure(project_id, &current);
         Ok(current)
+    }
+
+    /// Replaces the project's snapshot with an empty one when it was made before the
+    /// erasure `current` names. Checked and replaced under one lock, so once any caller has
+    /// seen the erasure, no caller is handed a snapshot from before it.
+    fn follow_erasure(&self, project_id: i64, current: &CurrentGeneration) {
+        let mut projects = self.lock_projects();
+        let Some(project) = projects.get(&project_id) else {
+            return;
+        };
+        if project.erasure_seen >= current.erased_generation {
+            return;
+        }
+        tracing::info!(
+            project_id,
+            erased_generation = current.erased_generation,
+            "a user was erased: rebuilding the project's snapshot"
+        );
+        let highest = project
+            .highest_seen
+            .load(Ordering::Acquire)
+            .max(current.generation);
+        projects.insert(
+            project_id,
+            Arc::new(ProjectSnapshot::new(highest, current.erased_generation)),
+        );
     }
 
     async fn read_current(&self, project_id: i64) -> Result<CurrentGeneration, StorageError> {
         read::generation_and_deployment(&self.db, project_id).await
+    }
+
+    /// Erases the user from the project's stored data (`userlens_storage::erase`). This
+    /// process's snapshot follows on the next query, like every other process's.
+    pub async fn erase_user(
+        &self,
+        project_id: i64,
+        user_id: &str,
+    ) -> Result<userlens_storage::ErasureSummary, StorageError> {
+        userlens_storage::erase_user(&self.db, project_id, user_id).await
     }
 
     /// The project's snapshot, holding at least every row of state `current`.
@@ -142,7 +192,10 @@ impl SnapshotStore {
                     "the snapshot's state is no longer in the project's history (database \
                      restored?): rebuilding the snapshot"
                 );
-                let fresh = Arc::new(ProjectSnapshot::new(current.generation));
+                let fresh = Arc::new(ProjectSnapshot::new(
+                    current.generation,
+                    current.erased_generation,
+                ));
                 {
                     let mut projects = self.lock_projects();
                     // Another query may have replaced it already: keep the newer one.
@@ -204,7 +257,7 @@ impl SnapshotStore {
         Arc::clone(
             self.lock_projects()
                 .entry(project_id)
-                .or_insert_with(|| Arc::new(ProjectSnapshot::new(-1))),
+                .or_insert_with(|| Arc::new(ProjectSnapshot::new(-1, 0))),
         )
     }
 
@@ -217,8 +270,8 @@ impl SnapshotStore {
 
 impl ProjectSnapshot {
     /// An empty snapshot (it loads every row on first use) of a project last seen at
-    /// `highest_seen`.
-    fn new(highest_seen: i64) -> Self {
+    /// `highest_seen`, made after the project's erasure at `erasure_seen`.
+    fn new(highest_seen: i64, erasure_seen: i64) -> Self {
         Self {
             snapshot: Arc::new(RwLock::new(Snapshot::new())),
             held: tokio::sync::Mutex::new(Held {
@@ -226,6 +279,7 @@ impl ProjectSnapshot {
                 token: 0,
             }),
             highest_seen: AtomicI64::new(highest_seen),
+            erasure_seen,
         }
     }
 }

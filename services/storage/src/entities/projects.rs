@@ -11,6 +11,8 @@ pub struct Model {
     pub data_generation: i64,
     /// Random token of the write that made `data_generation` (0 before any write).
     pub generation_token: i64,
+    /// The data generation committed by the project's latest erasure of a user (0: none).
+    pub erased_generation: i64,
     pub created_at_ns: i64,
 }
 
