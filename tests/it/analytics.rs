@@ -30,6 +30,7 @@ use userlens_proto::query::v1::{
     ListUsersResponse, OrderDirection, PeriodUnit, TimeRange, UserFilter, UserOrderField,
 };
 use userlens_tests::for_each_backend;
+use userlens_tests::gateway::InProcessGateway;
 use userlens_tests::otlp::{
     double, errored, int, kv, request, resource_spans, span, span_id, string, trace_id,
     with_attributes,
@@ -949,67 +950,26 @@ async fn check_filters(stack: &Stack, what: &str) {
     );
 }
 
-struct Gateway {
-    addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+async fn start_gateway(stack: &Stack) -> InProcessGateway {
+    InProcessGateway::start(stack.query, Default::default()).await
 }
 
-async fn start_gateway(stack: &Stack) -> Gateway {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind an ephemeral port");
-    let addr = listener.local_addr().expect("bound address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let settings = userlens_gateway::GatewaySettings {
-        query_url: format!("http://{}", stack.query),
-        ..Default::default()
-    };
-    let task = tokio::spawn(async move {
-        userlens_gateway::serve(listener, settings, async move {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("gateway serves");
-    });
-    Gateway { addr, stop, task }
-}
-
-impl Gateway {
-    async fn graphql(&self, key: &str, query: &str) -> serde_json::Value {
-        reqwest::Client::new()
-            .post(format!("http://{}/graphql", self.addr))
-            .bearer_auth(key)
-            .json(&serde_json::json!({ "query": query }))
-            .send()
-            .await
-            .expect("graphql request")
-            .json()
-            .await
-            .expect("graphql json")
+/// `GET /export/users.csv?query`, under `key` when given.
+async fn csv(gateway: &InProcessGateway, key: Option<&str>, query: &str) -> reqwest::Response {
+    let mut request =
+        reqwest::Client::new().get(format!("http://{}/export/users.csv?{query}", gateway.addr));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
     }
-
-    async fn csv(&self, key: Option<&str>, query: &str) -> reqwest::Response {
-        let mut request =
-            reqwest::Client::new().get(format!("http://{}/export/users.csv?{query}", self.addr));
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        request.send().await.expect("export request")
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("gateway task");
-    }
+    request.send().await.expect("export request")
 }
 
 const R_GRAPHQL: &str = r#"{ from: "2026-03-08T00:00:00Z", to: "2026-03-15T00:00:00Z" }"#;
 
-async fn check_graphql(gateway: &Gateway, key: &str, what: &str) {
+async fn check_graphql(gateway: &InProcessGateway, key: &str, what: &str) {
     let answer = gateway
         .graphql(
-            key,
+            Some(key),
             &format!(
                 r#"{{
   usersOverview(range: {R_GRAPHQL}) {{
@@ -1081,7 +1041,7 @@ async fn check_graphql(gateway: &Gateway, key: &str, what: &str) {
             "range",
         ),
     ] {
-        let answer = gateway.graphql(key, &query).await;
+        let answer = gateway.graphql(Some(key), &query).await;
         assert_eq!(answer["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{what}: {query}: {answer}");
         assert!(answer["errors"][0]["message"].as_str().is_some_and(|m| m.contains(field)), "{what}: {answer}");
     }
@@ -1090,13 +1050,13 @@ async fn check_graphql(gateway: &Gateway, key: &str, what: &str) {
 const CSV_HEADER: &str = "user_id,email,first_seen_at,last_seen_at,traces,sessions,errored_sessions,error_rate,cost_sum_usd,cost_average_usd,cost_median_usd,tokens_input,tokens_output,tokens_cached_input,tokens_total\r\n";
 const R_QUERY: &str = "from=2026-03-08T00:00:00Z&to=2026-03-15T00:00:00Z";
 
-async fn check_csv(gateway: &Gateway, key: &str, what: &str) {
-    let response = gateway
-        .csv(
-            Some(key),
-            &format!("{R_QUERY}&orderBy=USER_ID&direction=ASC"),
-        )
-        .await;
+async fn check_csv(gateway: &InProcessGateway, key: &str, what: &str) {
+    let response = csv(
+        gateway,
+        Some(key),
+        &format!("{R_QUERY}&orderBy=USER_ID&direction=ASC"),
+    )
+    .await;
     assert_eq!(response.status(), 200, "{what}");
     assert_eq!(
         response.headers()["content-type"],
@@ -1121,25 +1081,22 @@ async fn check_csv(gateway: &Gateway, key: &str, what: &str) {
     assert_eq!(body, expected, "{what}: CSV");
 
     // The filter, search and order of `users`; the default order is LAST_SEEN DESC.
-    let body = gateway
-        .csv(
-            Some(key),
-            &format!(
-                "{R_QUERY}&providers=anthropic&providers=none&erroredOnly=true&search=%20A%20"
-            ),
-        )
-        .await
-        .text()
-        .await
-        .expect("csv body");
+    let body = csv(
+        gateway,
+        Some(key),
+        &format!("{R_QUERY}&providers=anthropic&providers=none&erroredOnly=true&search=%20A%20"),
+    )
+    .await
+    .text()
+    .await
+    .expect("csv body");
     let users: Vec<&str> = body
         .lines()
         .skip(1)
         .map(|l| l.split(',').next().unwrap_or_default())
         .collect();
     assert_eq!(users, ["dan", "ann"], "{what}: filtered CSV: {body}");
-    let body = gateway
-        .csv(Some(key), &format!("{R_QUERY}&issueId=nope"))
+    let body = csv(gateway, Some(key), &format!("{R_QUERY}&issueId=nope"))
         .await
         .text()
         .await
@@ -1153,7 +1110,7 @@ async fn check_csv(gateway: &Gateway, key: &str, what: &str) {
         format!("{R_QUERY}&tools={}", "t".repeat(1_001)),
         format!("{R_QUERY}&first=5"),
     ] {
-        let response = gateway.csv(Some(key), &query).await;
+        let response = csv(gateway, Some(key), &query).await;
         assert_eq!(response.status(), 400, "{what}: {query}");
         let body: serde_json::Value = response.json().await.expect("json error body");
         assert_eq!(
@@ -1162,12 +1119,12 @@ async fn check_csv(gateway: &Gateway, key: &str, what: &str) {
         );
     }
     assert_eq!(
-        gateway.csv(None, R_QUERY).await.status(),
+        csv(gateway, None, R_QUERY).await.status(),
         401,
         "{what}: no key"
     );
     assert_eq!(
-        gateway.csv(Some("ul_not_a_key"), R_QUERY).await.status(),
+        csv(gateway, Some("ul_not_a_key"), R_QUERY).await.status(),
         401,
         "{what}: unknown key"
     );
@@ -1193,15 +1150,14 @@ async fn period_retention_active_users_filters_and_export_match_a_hand_count() {
             check_csv(&gateway, &stack.key, &what).await;
         }
         // Another project's key sees none of it.
-        let other = gateway
-            .csv(Some(&other_key), R_QUERY)
+        let other = csv(&gateway, Some(&other_key), R_QUERY)
             .await
             .text()
             .await
             .expect("csv");
         assert_eq!(other, CSV_HEADER, "other project's export");
         let answer = gateway
-            .graphql(&other_key, &format!("{{ activeUsers(range: {R_GRAPHQL}, window: WEEK) {{ uniqueUsers }} retention(range: {R_GRAPHQL}, cohort: DAY) {{ cohorts {{ users }} }} }}"))
+            .graphql(Some(&other_key), &format!("{{ activeUsers(range: {R_GRAPHQL}, window: WEEK) {{ uniqueUsers }} retention(range: {R_GRAPHQL}, cohort: DAY) {{ cohorts {{ users }} }} }}"))
             .await;
         assert_eq!(answer["data"]["activeUsers"]["uniqueUsers"], 0, "{answer}");
         let cohorts = answer["data"]["retention"]["cohorts"]
@@ -1278,8 +1234,14 @@ fn export_row(i: u64) -> String {
     format!("{user},{email},{at},{at},1,1,0,0,0.{i:09},{usd},{usd},10,5,0,15\r\n")
 }
 
-async fn check_export(gateway: &Gateway, key: &str, query: &str, users: &[u64], what: &str) {
-    let response = gateway.csv(Some(key), query).await;
+async fn check_export(
+    gateway: &InProcessGateway,
+    key: &str,
+    query: &str,
+    users: &[u64],
+    what: &str,
+) {
+    let response = csv(gateway, Some(key), query).await;
     assert_eq!(response.status(), 200, "{what}: {query}");
     let body = response.text().await.expect("csv body");
     let lines: Vec<&str> = body.split_inclusive("\r\n").collect();

@@ -31,6 +31,7 @@ use userlens_proto::query::v1::{
     GetUsersOverviewRequest, ListSessionsRequest, ListUsersRequest, TimeRange,
 };
 use userlens_storage::keys;
+use userlens_tests::gateway::InProcessGateway;
 use userlens_tests::otlp::{
     double, kv, request, resource_spans, span, span_id, string, trace_id, with_attributes,
 };
@@ -774,53 +775,8 @@ async fn an_erasure_racing_ingest_leaves_the_answers_a_fresh_snapshot_gives() {
     });
 }
 
-struct Gateway {
-    addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn start_gateway(stack: &Stack) -> Gateway {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind an ephemeral port");
-    let addr = listener.local_addr().expect("bound address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let settings = userlens_gateway::GatewaySettings {
-        query_url: format!("http://{}", stack.query),
-        ..Default::default()
-    };
-    let task = tokio::spawn(async move {
-        userlens_gateway::serve(listener, settings, async move {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("gateway serves");
-    });
-    Gateway { addr, stop, task }
-}
-
-impl Gateway {
-    async fn graphql(&self, key: Option<&str>, query: &str) -> serde_json::Value {
-        let mut request = reqwest::Client::new()
-            .post(format!("http://{}/graphql", self.addr))
-            .json(&serde_json::json!({ "query": query }));
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        request
-            .send()
-            .await
-            .expect("graphql request")
-            .json()
-            .await
-            .expect("graphql json")
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("gateway task");
-    }
+async fn start_gateway(stack: &Stack) -> InProcessGateway {
+    InProcessGateway::start(stack.query, Default::default()).await
 }
 
 /// A monitor verdict computed before an erasure (at an older generation) cannot write the

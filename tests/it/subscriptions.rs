@@ -2,7 +2,6 @@
 //! users-query and ingest: the first answer on subscribe, the new figures after an ingest,
 //! coalesced pushes, refused keys, the subscription limits, project isolation and shutdown.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -15,6 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use userlens_storage::keys;
 use userlens_tests::for_each_backend;
+use userlens_tests::gateway::InProcessGateway;
 use userlens_tests::otlp::{double, kv, request, resource_spans, span, span_id, string, trace_id};
 use userlens_tests::stack::{CacheChoice, Stack};
 
@@ -52,34 +52,15 @@ async fn export(stack: &Stack, key: &str, message: ExportTraceServiceRequest) {
     client.export(request).await.expect("export accepted");
 }
 
-struct Gateway {
-    addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
 async fn start_gateway(
     stack: &Stack,
     subscriptions: userlens_gateway::SubscriptionSettings,
-) -> Gateway {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind an ephemeral port");
-    let addr = listener.local_addr().expect("bound address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+) -> InProcessGateway {
     let settings = userlens_gateway::GatewaySettings {
-        query_url: format!("http://{}", stack.query),
         subscriptions,
         ..Default::default()
     };
-    let task = tokio::spawn(async move {
-        userlens_gateway::serve(listener, settings, async move {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("gateway serves");
-    });
-    Gateway { addr, stop, task }
+    InProcessGateway::start(stack.query, settings).await
 }
 
 fn settings(interval_ms: u64) -> userlens_gateway::SubscriptionSettings {
@@ -90,7 +71,7 @@ fn settings(interval_ms: u64) -> userlens_gateway::SubscriptionSettings {
 }
 
 /// A `graphql-transport-ws` socket, not yet initialised.
-async fn connect(gateway: &Gateway) -> Socket {
+async fn connect(gateway: &InProcessGateway) -> Socket {
     let mut request = format!("ws://{}/graphql", gateway.addr)
         .into_client_request()
         .expect("a websocket request");
@@ -148,7 +129,7 @@ async fn receive(socket: &mut Socket, within: Duration) -> Option<Value> {
 }
 
 /// Opens a socket and completes `connection_init` with `key`.
-async fn open(gateway: &Gateway, key: &str) -> Socket {
+async fn open(gateway: &InProcessGateway, key: &str) -> Socket {
     let mut socket = connect(gateway).await;
     send(
         &mut socket,
@@ -270,7 +251,7 @@ async fn a_subscription_pushes_the_first_answer_then_the_new_figures() {
     });
 }
 
-async fn gateway_stop(gateway: Gateway) {
+async fn gateway_stop(gateway: InProcessGateway) {
     let _ = gateway.stop.send(());
     tokio::time::timeout(Duration::from_secs(15), gateway.task)
         .await

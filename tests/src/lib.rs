@@ -5,6 +5,7 @@
 //! `USERLENS_TEST_DATABASE_URL` names a server (each test gets its own database there).
 
 pub mod faults_support;
+pub mod gateway;
 pub mod otlp;
 pub mod process;
 pub mod proxy;
