@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
@@ -46,15 +45,7 @@ fn trace(n: u64, user: &str, session: &str, model: &str, cost: f64) -> ExportTra
 }
 
 async fn export(stack: &Stack, key: &str, message: ExportTraceServiceRequest) {
-    let mut client = TraceServiceClient::connect(format!("http://{}", stack.ingest_grpc))
-        .await
-        .expect("connect to ingest");
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {key}").parse().expect("ascii key"),
-    );
-    client.export(request).await.expect("export accepted");
+    stack.export_as(key, message).await;
 }
 
 /// ada: two traces in one session (gpt-4o, 0.5 + 0.25 USD); bo: one (gpt-4o-mini, 0.125).

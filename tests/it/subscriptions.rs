@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -41,15 +40,7 @@ fn trace(n: u64, user: &str, cost: f64) -> ExportTraceServiceRequest {
 
 /// Exports with `key`; returns once the spans are committed.
 async fn export(stack: &Stack, key: &str, message: ExportTraceServiceRequest) {
-    let mut client = TraceServiceClient::connect(format!("http://{}", stack.ingest_grpc))
-        .await
-        .expect("connect to ingest");
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {key}").parse().expect("ascii key"),
-    );
-    client.export(request).await.expect("export accepted");
+    stack.export_as(key, message).await;
 }
 
 async fn start_gateway(
