@@ -11,10 +11,12 @@
 //! their own bounds (too long, too many behaviours, a non-integral token count, a cost above
 //! the cap) reject the span with a reason.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use userlens_storage::{ResourceRecord, SpanFacts, SpanRecord, StoredSpan};
 
@@ -247,21 +249,57 @@ pub struct ConvertedSpans {
 
 /// Converts every span of an OTLP request, rejecting bad spans one by one.
 pub fn convert_resource_spans(resource_spans: &[ResourceSpans]) -> ConvertedSpans {
-    // Sized once: growing by doubling would hold up to twice the records (and, while it
-    // moves them, both copies) of a request that may be tens of MiB.
-    let span_count = resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum();
-    let mut out = ConvertedSpans {
-        accepted: Vec::with_capacity(span_count),
-        ..ConvertedSpans::default()
-    };
+    let mut out = ConvertedSpans::sized_for(resource_spans);
     for resource_span in resource_spans {
-        let (all_resource_attributes, sender_dropped) = resource_span
-            .resource
-            .as_ref()
+        let spans = resource_span
+            .scope_spans
+            .iter()
+            .flat_map(|s| s.spans.iter());
+        out.convert_resource(resource_span.resource.as_ref(), spans);
+    }
+    out
+}
+
+/// [`convert_resource_spans`] consuming the request: each span is dropped once converted,
+/// so the decoded request shrinks while its records grow and the two are not both held
+/// whole (a request may decode into tens of MiB).
+pub fn convert_owned_resource_spans(resource_spans: Vec<ResourceSpans>) -> ConvertedSpans {
+    let mut out = ConvertedSpans::sized_for(&resource_spans);
+    for resource_span in resource_spans {
+        let ResourceSpans {
+            resource,
+            scope_spans,
+            ..
+        } = resource_span;
+        let spans = scope_spans.into_iter().flat_map(|s| s.spans.into_iter());
+        out.convert_resource(resource.as_ref(), spans);
+    }
+    out
+}
+
+impl ConvertedSpans {
+    /// Empty, with room for every span of the request. Sized once: growing by doubling
+    /// would hold up to twice the records (and, while it moves them, both copies) of a
+    /// request that may be tens of MiB.
+    fn sized_for(resource_spans: &[ResourceSpans]) -> Self {
+        let span_count = resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        Self {
+            accepted: Vec::with_capacity(span_count),
+            ..Self::default()
+        }
+    }
+
+    /// Converts the spans of one resource.
+    fn convert_resource<S: Borrow<Span>>(
+        &mut self,
+        resource: Option<&Resource>,
+        spans: impl Iterator<Item = S>,
+    ) {
+        let (all_resource_attributes, sender_dropped) = resource
             .map(|r| (r.attributes.as_slice(), r.dropped_attributes_count))
             .unwrap_or_default();
         // A resource whose attributes cannot be kept rejects each of its spans.
@@ -274,31 +312,27 @@ pub fn convert_resource_spans(resource_spans: &[ResourceSpans]) -> ConvertedSpan
             ));
             (kept.kept, found, record)
         });
-        for scope_span in &resource_span.scope_spans {
-            for span in &scope_span.spans {
-                let converted = match &resource {
-                    Ok((attributes, found, record)) => {
-                        convert_span(span, attributes, found, record)
-                    }
-                    Err(rejection) => Err(rejection.clone()),
-                };
-                match converted {
-                    Ok(record) => out.accepted.push(record),
-                    Err(rejection) => {
-                        out.rejected += 1;
-                        if out.first_rejection.is_none() {
-                            out.first_rejection = Some(format!(
-                                "span {} of trace {}: {rejection}",
-                                hex::encode(&span.span_id),
-                                hex::encode(&span.trace_id)
-                            ));
-                        }
+        for span in spans {
+            let span = span.borrow();
+            let converted = match &resource {
+                Ok((attributes, found, record)) => convert_span(span, attributes, found, record),
+                Err(rejection) => Err(rejection.clone()),
+            };
+            match converted {
+                Ok(record) => self.accepted.push(record),
+                Err(rejection) => {
+                    self.rejected += 1;
+                    if self.first_rejection.is_none() {
+                        self.first_rejection = Some(format!(
+                            "span {} of trace {}: {rejection}",
+                            hex::encode(&span.span_id),
+                            hex::encode(&span.trace_id)
+                        ));
                     }
                 }
             }
         }
     }
-    out
 }
 
 /// Index of the best-ranked alias found per fact: (rank, attribute index).
@@ -748,7 +782,6 @@ fn any_value_json(value: Option<&AnyValue>) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use opentelemetry_proto::tonic::common::v1::ArrayValue;
-    use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
 
     use super::*;
@@ -778,8 +811,9 @@ mod tests {
         }
     }
 
+    /// Converts one span both ways, borrowed and consuming, which must agree.
     fn convert(span: Span, resource: Vec<KeyValue>) -> ConvertedSpans {
-        convert_resource_spans(&[ResourceSpans {
+        let request = vec![ResourceSpans {
             resource: Some(Resource {
                 attributes: resource,
                 ..Default::default()
@@ -789,7 +823,13 @@ mod tests {
                 ..Default::default()
             }],
             ..Default::default()
-        }])
+        }];
+        let borrowed = convert_resource_spans(&request);
+        let owned = convert_owned_resource_spans(request);
+        assert_eq!(borrowed.accepted, owned.accepted);
+        assert_eq!(borrowed.rejected, owned.rejected);
+        assert_eq!(borrowed.first_rejection, owned.first_rejection);
+        borrowed
     }
 
     fn facts(attributes: Vec<KeyValue>) -> SpanFacts {

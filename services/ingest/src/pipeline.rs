@@ -9,7 +9,7 @@ use userlens_storage::{Annotation, DatabaseConnection, KeyResolver, annotate_tra
 
 use crate::error::IngestError;
 use crate::mapping::{
-    MAX_BEHAVIOURS_PER_SPAN, MAX_FACT_BYTES, MAX_LINK_VALUE_BYTES, convert_resource_spans,
+    MAX_BEHAVIOURS_PER_SPAN, MAX_FACT_BYTES, MAX_LINK_VALUE_BYTES, convert_owned_resource_spans,
 };
 use crate::metrics::IngestMetrics;
 use crate::writer::BatchWriter;
@@ -102,10 +102,9 @@ impl Ingestor {
         slot: Option<DecodeSlot>,
     ) -> Result<ExportOutcome, IngestError> {
         self.refuse_when_queue_nearly_full()?;
-        let converted = convert_resource_spans(&resource_spans);
-        // The decoded request is not kept while the spans wait for their commit: a queued
-        // span then costs its record only.
-        drop(resource_spans);
+        // The decoded request is consumed as it is converted, and not kept while the spans
+        // wait for their commit: a queued span then costs its record only.
+        let converted = convert_owned_resource_spans(resource_spans);
         // The records are queued (or refused) at once below: the next request may decode.
         if let Some(slot) = slot {
             slot.release();
